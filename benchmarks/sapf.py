@@ -8,7 +8,8 @@ preset="fast" (and "paper" only with --imagenet-paper, meant for a GPU).
 
 Every record goes to a JSONL file under --out as its batch finishes (rerun to resume), and the
 tables (best / average / worst case: ASR, l0, l1, l2, l_inf, gradient evaluations and seconds per
-pair) are printed and written as Markdown. Gradient-evaluation ratios are computed on the pairs
+pair) are printed and written as Markdown (sapf_fmnist.md, sapf_imagenet.md; --skip-fmnist and
+--skip-imagenet run one part). Gradient-evaluation ratios are computed on the pairs
 both presets ran, in the same run.
 
     python benchmarks/sapf.py                       # defaults of the issue
@@ -69,15 +70,30 @@ def main() -> None:
     ap.add_argument("--imagenet-data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-sample"))
     ap.add_argument("--imagenet-paper", action="store_true", help="also run the paper preset on ImageNet (GPU)")
     ap.add_argument("--skip-imagenet", action="store_true")
+    ap.add_argument("--skip-fmnist", action="store_true")
     ap.add_argument("--batch-size", type=int, default=180)
+    ap.add_argument("--imagenet-batch-size", type=int, default=3,
+                    help="pairs per ImageNet batch (records are written as each batch finishes)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = [f"# SAPF benchmark ({time.strftime('%Y-%m-%d')}, device {args.device}, "
+    header = [f"# SAPF benchmark ({time.strftime('%Y-%m-%d')}, device {args.device}, "
               f"{torch.get_num_threads()} threads)\n"]
+    parts = []
+    if not args.skip_fmnist:
+        parts.append(("sapf_fmnist.md", fashion_mnist_part(args, out)))
+    if not args.skip_imagenet and Path(args.imagenet_data).exists():
+        parts.append(("sapf_imagenet.md", imagenet_part(args, out)))
+    for filename, report in parts:  # one Markdown file per part, so parts can run separately
+        text = "\n".join(header + report)
+        (out / filename).write_text(text + "\n")
+        print(text)
 
+
+def fashion_mnist_part(args, out: Path) -> list[str]:
+    report = []
     model = models.load("fmnist-cw", args.device)
     x, y = load_fashion_mnist("test")
     x, y, ids = correct_subset(model, x, y, args.images)
@@ -95,22 +111,21 @@ def main() -> None:
     if paper:
         report += ["Same pairs, fast vs paper:\n", to_markdown(summarize(fast_sub + paper)), "",
                    *[f"- {line}" for line in ratio_lines(fast, paper)], ""]
+    return report
 
-    if not args.skip_imagenet and Path(args.imagenet_data).exists():
-        net = models.load("efficientnet-lite0", args.device)
-        xi, yi, files = load_image_folder(args.imagenet_data)
-        xi, yi, ids_i = correct_subset(net, xi, yi, args.imagenet_images)
-        xi, yi = xi.to(args.device), yi.to(args.device)
-        jsonl_i = out / "sapf_imagenet.jsonl"
-        common_i = dict(k=args.imagenet_k, targets=3, seed=0, out=jsonl_i, batch_size=min(args.batch_size, 30))
-        recs = evaluate(net, "sapf", xi, yi, image_ids=ids_i, name="sapf-fast", preset="fast", **common_i)
-        if args.imagenet_paper:
-            recs += evaluate(net, "sapf", xi, yi, image_ids=ids_i, name="sapf-paper", preset="paper", **common_i)
-        report += [f"## ImageNet sample, EfficientNet-Lite0, k = {args.imagenet_k} entries, "
-                   f"{len(ids_i)} images x 3 seeded targets\n", to_markdown(summarize(recs)), ""]
-    text = "\n".join(report)
-    (out / "sapf.md").write_text(text + "\n")
-    print(text)
+
+def imagenet_part(args, out: Path) -> list[str]:
+    net = models.load("efficientnet-lite0", args.device)
+    xi, yi, files = load_image_folder(args.imagenet_data)
+    xi, yi, ids_i = correct_subset(net, xi, yi, args.imagenet_images)
+    xi, yi = xi.to(args.device), yi.to(args.device)
+    jsonl_i = out / "sapf_imagenet.jsonl"
+    common_i = dict(k=args.imagenet_k, targets=3, seed=0, out=jsonl_i, batch_size=args.imagenet_batch_size)
+    recs = evaluate(net, "sapf", xi, yi, image_ids=ids_i, name="sapf-fast", preset="fast", **common_i)
+    if args.imagenet_paper:
+        recs += evaluate(net, "sapf", xi, yi, image_ids=ids_i, name="sapf-paper", preset="paper", **common_i)
+    return [f"## ImageNet sample, EfficientNet-Lite0, k = {args.imagenet_k} entries, "
+            f"{len(ids_i)} images x 3 seeded targets\n", to_markdown(summarize(recs)), ""]
 
 
 if __name__ == "__main__":

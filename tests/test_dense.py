@@ -9,16 +9,6 @@ from sparseattack.attacks.dense import cw_l2, cw_linf, default_eps_grid, fgm, fg
 from sparseattack.eval import CountingModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These loops run many tiny batches: one thread avoids OpenMP spin-waiting, which on a
-    shared 2-core machine made them up to 20x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _succeeds(model, adv, labels, targeted=True):
     with torch.no_grad():
         pred = model(adv).argmax(1)

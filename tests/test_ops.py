@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparseattack.ops import TradeoffSearch, cw_margin_loss, project_l2_sphere, topk_mask
-from sparseattack.ops.groups import (grid_segments, group_norms, groups_touched, sliding_window_groups,
+from sparseattack.ops.groups import (grid_segments, group_norms, group_topk_mask, groups_touched, sliding_window_groups,
                                      superpixel_segments)
 
 
@@ -71,3 +71,33 @@ def test_cw_margin_loss_zero_exactly_at_success():
     assert loss[0] == 0 and loss[1] == 1.0
     loss = cw_margin_loss(logits, torch.tensor([1, 1]), targeted=True, kappa=1.0)
     assert loss[0] == 0 and loss[1] == 2.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 2), st.sampled_from([1, 2, 4]), st.data())
+def test_group_topk_mask_fills_whole_groups_first(b, c, size, data):
+    h = w = 8  # groups of equal size
+    seg = grid_segments(h, w, size)
+    n_groups = int(seg.max()) + 1
+    group_len = c * int((seg == 0).sum())
+    k = data.draw(st.integers(1, c * h * w))
+    seed = data.draw(st.integers(0, 10_000))
+    scores = torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+    mask = group_topk_mask(scores, seg, k)
+    assert (mask.flatten(1).sum(1) == k).all()
+    # it touches the fewest groups possible (full groups, at most one partial) ...
+    touched = groups_touched(mask, seg)
+    assert (touched == -(-k // group_len)).all()
+    # ... and those with the largest mean score
+    means = torch.zeros(b, n_groups).scatter_add_(1, seg.flatten().expand(b, -1), scores.sum(1).flatten(1))
+    full = k // group_len
+    if full:
+        best = means.topk(full, dim=1).indices
+        per_group = torch.zeros(b, n_groups).scatter_add_(1, seg.flatten().expand(b, -1), mask.sum(1).flatten(1))
+        assert (per_group.gather(1, best) == group_len).all()
+
+
+def test_group_topk_mask_with_singleton_groups_is_topk():
+    scores = torch.rand(2, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    seg = torch.arange(25).view(5, 5)
+    assert torch.equal(group_topk_mask(scores, seg, 7), topk_mask(scores, 7))

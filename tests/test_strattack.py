@@ -13,16 +13,6 @@ from sparseattack.attacks.strattack import (group_grid_shape, group_index, group
 from sparseattack.ops.groups import sliding_window_groups
 from sparseattack.ops.losses import cw_margin_loss
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These loops run many tiny batches: one thread avoids OpenMP spin-waiting, which on a
-    shared 2-core machine made them up to 20x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SHORT = dict(initial_const=5.0, binary_search_steps=3, max_iterations=250)
 
 

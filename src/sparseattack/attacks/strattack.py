@@ -197,6 +197,27 @@ def _abort(ws: "_Rows", patience: int) -> None:
         ws.keep(~stop)
 
 
+def _working_set(x0: Tensor, **state: Tensor) -> "_Rows":
+    """A solve's working set: its state tensors plus the abort-early bookkeeping."""
+    b = x0.shape[0]
+    inf = torch.full((b,), float("inf"), device=x0.device)
+    return _Rows(torch.arange(b, device=x0.device), x=x0, **state, prev=inf, obj=inf.clone(),
+                 hit=torch.zeros(b, dtype=torch.bool, device=x0.device),
+                 idle=torch.zeros(b, dtype=torch.long, device=x0.device))
+
+
+def _iterations(ws: "_Rows", iterations: int, abort_early: bool, patience: int):
+    """Iteration numbers k = 1..iterations, checking the abort-early rule every tenth of them;
+    stops once every example has left the working set."""
+    check = max(1, iterations // 10)
+    for k in range(1, iterations + 1):
+        if abort_early and k > 1 and (k - 1) % check == 0:
+            _abort(ws, patience)
+        if ws.rows.numel() == 0:
+            return
+        yield k
+
+
 def _admm_groups(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, lo: Tensor, hi: Tensor,
                  windows: Tensor, best: BestAdversarial, index: Tensor, *, targeted: bool, kappa: float, rho: float,
                  eta: float, tau: float, gamma: float, iterations: int, copies: bool,
@@ -218,19 +239,10 @@ def _admm_groups(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, lo
         return out.view(t.shape[0], ch, h, w)
 
     zeros = torch.zeros_like(x0)
-    ws = _Rows(torch.arange(b, device=x0.device), x=x0, lab=labels, c=const, lo=lo, hi=hi, z=zeros,
-               u=zeros.clone(), s=zeros.clone(), v=x0.new_zeros(b, ch, g, m),
-               prev=torch.full((b,), float("inf"), device=x0.device),
-               obj=torch.full((b,), float("inf"), device=x0.device),
-               hit=torch.zeros(b, dtype=torch.bool, device=x0.device),
-               idle=torch.zeros(b, dtype=torch.long, device=x0.device))
+    ws = _working_set(x0, lab=labels, c=const, lo=lo, hi=hi, z=zeros, u=zeros.clone(), s=zeros.clone(),
+                      v=x0.new_zeros(b, ch, g, m))
     found = torch.zeros(b, dtype=torch.bool, device=x0.device)
-    check = max(1, iterations // 10)
-    for k in range(1, iterations + 1):
-        if abort_early and k > 1 and (k - 1) % check == 0:
-            _abort(ws, patience)
-        if ws.rows.numel() == 0:
-            break
+    for k in _iterations(ws, iterations, abort_early, patience):
         z, u, s, v = ws.z, ws.u, ws.s, ws.v
         _, grad = _margin_and_grad(model, ws.x, z, ws.lab, ws.c, targeted=targeted, kappa=kappa)
         with torch.no_grad():
@@ -264,19 +276,9 @@ def _admm_refine(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, lo
                  patience: int) -> Tensor:
     """One ADMM solve of the refined problem (20) by (21)-(22) at fixed c; success per example."""
     b = x0.shape[0]
-    ws = _Rows(torch.arange(b, device=x0.device), x=x0, lab=labels, c=const, lo=lo, hi=hi,
-               free=free, z=start * free, u=torch.zeros_like(x0),
-               prev=torch.full((b,), float("inf"), device=x0.device),
-               obj=torch.full((b,), float("inf"), device=x0.device),
-               hit=torch.zeros(b, dtype=torch.bool, device=x0.device),
-               idle=torch.zeros(b, dtype=torch.long, device=x0.device))
+    ws = _working_set(x0, lab=labels, c=const, lo=lo, hi=hi, free=free, z=start * free, u=torch.zeros_like(x0))
     found = torch.zeros(b, dtype=torch.bool, device=x0.device)
-    check = max(1, iterations // 10)
-    for k in range(1, iterations + 1):
-        if abort_early and k > 1 and (k - 1) % check == 0:
-            _abort(ws, patience)
-        if ws.rows.numel() == 0:
-            break
+    for k in _iterations(ws, iterations, abort_early, patience):
         z, u = ws.z, ws.u
         with torch.no_grad():
             a = rho / (2 * gamma + rho) * (z - u / rho)

@@ -106,3 +106,26 @@ def segment_soft_threshold(v: Tensor, segments: Tensor, tau: float | Tensor) -> 
     tau = torch.as_tensor(tau, dtype=v.dtype, device=v.device).reshape(-1, 1)
     scale = (1 - tau / norms.clamp_min(1e-12)).clamp_min(0)
     return v * scale.gather(1, seg.flatten(1)).view(b, 1, *v.shape[-2:])
+
+
+def group_topk_mask(scores: Tensor, segments: Tensor, k: int | Tensor) -> Tensor:
+    """Binary mask with exactly k ones per example that fills whole groups first: groups are taken
+    in decreasing order of their mean score, and within the last (partially taken) group the
+    entries of largest score. scores: (B, C, H, W) (C = 1 for pixel granularity); segments: a
+    partition (H, W) or (B, H, W) shared by the channels; k: int or (B,). With one group per
+    entry this is `topk_mask`."""
+    from .projections import topk_mask
+
+    b = scores.shape[0]
+    seg = segments.expand(b, *segments.shape[-2:]) if segments.dim() == 2 else segments
+    seg = seg.unsqueeze(1).expand_as(scores).flatten(1)
+    flat = scores.flatten(1)
+    g = int(seg.max().item()) + 1
+    sums = torch.zeros(b, g, dtype=flat.dtype, device=flat.device).scatter_add_(1, seg, flat)
+    counts = torch.zeros_like(sums).scatter_add_(1, seg, torch.ones_like(flat))
+    means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, -float("inf")))
+    rank = means.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # 0 = best group
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    within = 0.5 * (flat - lo) / (hi - lo).clamp_min(1e-12)                 # in [0, 0.5]
+    key = within - rank.gather(1, seg).to(flat.dtype)                        # lexicographic order
+    return topk_mask(key.view_as(scores), k)
