@@ -12,7 +12,7 @@ DEMO_PREFERENCE = ("sapf", "strattack", "ifgsm")
 # iteration of 20 delta and 20 ADMM steps, 60 refinement steps, 2 lambda_1 steps from 10), so
 # that it ends in about a minute on 2 CPU cores. Any `-p` replaces these by the preset's own.
 DEMO_PARAMS = {"sapf": {"k": 5000, "outer_iters": 1, "delta_steps": 20, "g_steps": 20, "refine_steps": 60,
-                        "search_steps": 2, "lambda_init": 10.0}}
+                        "search_steps": 2, "lambda_init": 10.0, "rho_growth": 1.25}}
 
 
 def _parse_params(items: list[str] | None) -> dict:
