@@ -124,7 +124,7 @@ IMAGENET_SCHEDULE = dict(delta_steps=50, refine_steps=150, lr=0.05)
 
 def imagenet_part(args, out: Path) -> list[str]:
     net = models.load("efficientnet-lite0", args.device)
-    xi, yi, files = load_image_folder(args.imagenet_data)
+    xi, yi, _ = load_image_folder(args.imagenet_data)
     xi, yi, ids_i = correct_subset(net, xi, yi, args.imagenet_images)
     xi, yi = xi.to(args.device), yi.to(args.device)
     jsonl_i = out / "sapf_imagenet.jsonl"

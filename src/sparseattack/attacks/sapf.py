@@ -190,6 +190,11 @@ class _Problem:
                        hi=self.hi[rows], lam=self.lam[rows],
                        segments=None if self.segments is None else self.segments[rows])
 
+    @property
+    def grouped(self) -> bool:
+        """SAPF-GS: a group term (Eq. 16) is active."""
+        return self.segments is not None and self.lambda2 > 0
+
     def attack_loss(self, delta: Tensor, G: Tensor) -> tuple[Tensor, Tensor]:
         """Per-pair ||w delta G||^2 + lambda_1 L, and the logits of the clipped x + delta G."""
         eps = delta * G
@@ -244,7 +249,7 @@ def _g_admm(prob: _Problem, delta: Tensor, G: Tensor, k: Tensor, sched: SAPFSche
     z1, z2, zg = torch.zeros_like(G), torch.zeros_like(G), torch.zeros_like(G)
     z3 = torch.zeros(G.shape[0], device=G.device)
     rho, rho_g = state["rho"], state["rho_group"]
-    grouped = prob.segments is not None and prob.lambda2 > 0
+    grouped = prob.grouped
     opt = _Optimizer(sched, G, state["t_g"], kind="sgd")
     G = G.clone()
     view = (-1,) + (1,) * (G.dim() - 1)
@@ -373,7 +378,7 @@ def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = F
         for _ in range(sched.outer_iters):                                       # Algorithm 1
             delta, _ = _delta_steps(prob, delta, G, sched, sched.delta_steps, state)  # Step 1
             G = _g_admm(prob, delta, G, kt[rows], sched, state)                       # Step 2
-        if prob.segments is not None and lambda2 > 0:  # SAPF-GS: whole groups first, by mean G
+        if prob.grouped:  # SAPF-GS: whole groups first, by mean G (ops.groups.group_topk_mask)
             support = group_topk_mask(G, prob.segments, kt[rows])
         else:
             support = topk_mask(G, kt[rows])                                     # exactly k ones

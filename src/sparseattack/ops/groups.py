@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .projections import topk_mask
+
 
 def grid_segments(height: int, width: int, size: int, *, device=None) -> Tensor:
     """Non-overlapping size x size blocks as a (H, W) segment map (last blocks may be smaller)."""
@@ -114,8 +116,6 @@ def group_topk_mask(scores: Tensor, segments: Tensor, k: int | Tensor) -> Tensor
     entries of largest score. scores: (B, C, H, W) (C = 1 for pixel granularity); segments: a
     partition (H, W) or (B, H, W) shared by the channels; k: int or (B,). With one group per
     entry this is `topk_mask`."""
-    from .projections import topk_mask
-
     b = scores.shape[0]
     seg = segments.expand(b, *segments.shape[-2:]) if segments.dim() == 2 else segments
     seg = seg.unsqueeze(1).expand_as(scores).flatten(1)
