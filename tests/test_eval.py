@@ -62,6 +62,16 @@ def test_make_pairs_all_and_seeded():
     assert all(t != labels[i] for i, t in p1) and len(p1) == 9
 
 
+def test_seeded_targets_follow_the_image_id_not_its_position(fmnist_model, fmnist_batch):
+    """An image evaluated in a subset draws the targets it draws in the full run."""
+    x, y = fmnist_batch
+    full = evaluate(fmnist_model, "fgsm", x[:4], y[:4], targets=3, seed=5, progress=False, eps=0.01)
+    alone = evaluate(fmnist_model, "fgsm", x[3:4], y[3:4], targets=3, seed=5, image_ids=[3],
+                     progress=False, eps=0.01)
+    assert len(alone) == 3
+    assert [r["target"] for r in alone] == [r["target"] for r in full if r["image"] == 3]
+
+
 def test_protocol_resumes_after_kill(fmnist_model, fmnist_batch, tmp_path):
     x, y = fmnist_batch
     x, y = x[:3], y[:3]
