@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from sparseattack import models, run_attack
-from sparseattack.attacks import sapf, sapf_min_k
+from sparseattack.attacks import sapf, sapf_gs, sapf_min_k
 from sparseattack.attacks.sapf import PRESETS, imperceptibility_weights
-from sparseattack.ops.groups import grid_segments, segment_sq_sums
+from sparseattack.ops.groups import grid_segments, groups_touched, segment_sq_sums
 
 SHORT = dict(outer_iters=2, delta_steps=30, g_steps=40, refine_steps=60, search_steps=4)
 MEDIUM = dict(outer_iters=2, delta_steps=40, g_steps=60, refine_steps=100, search_steps=5)
@@ -55,9 +55,6 @@ def test_same_seed_same_result_and_batch_equals_single(fmnist_model, fmnist_pair
 
 def test_group_sparsity_concentrates_perturbation(fmnist_model, fmnist_pairs):
     """SAPF-GS (Eq. 16) on a 4x4 grid puts the same k pixels into fewer groups than lambda2 = 0."""
-    from sparseattack.attacks import sapf_gs
-    from sparseattack.ops.groups import groups_touched
-
     x, y, t = fmnist_pairs
     seg = grid_segments(28, 28, 4)
     plain = sapf(fmnist_model, x, t, targeted=True, k=80, granularity="pixel", groups=seg, **MEDIUM)

@@ -10,7 +10,8 @@ from pathlib import Path
 DEMO_PREFERENCE = ("sapf", "strattack", "ifgsm")
 # The demo's SAPF run: k = 5000 of the 150528 entries (3.3%) and a short schedule (one outer
 # iteration of 20 delta and 20 ADMM steps with rho growing x1.25 so that G nears binary within
-# them, 60 refinement steps, 2 lambda_1 steps from 10), so that it ends in about a minute on 2 CPU cores. Any `-p` replaces these by the preset's own.
+# them, 60 refinement steps, 2 lambda_1 steps from 10), so that it ends in about a minute on
+# 2 CPU cores. Any `-p` replaces these by the preset's own.
 DEMO_PARAMS = {"sapf": {"k": 5000, "outer_iters": 1, "delta_steps": 20, "g_steps": 20, "refine_steps": 60,
                         "search_steps": 2, "lambda_init": 10.0, "rho_growth": 1.25}}
 

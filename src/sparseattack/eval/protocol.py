@@ -37,17 +37,17 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
                           for i in range(0, len(images), batch_size)])
 
 
-def make_pairs(image_ids: Iterable[int], labels: Tensor, num_classes: int,
+def make_pairs(positions: Iterable[int], labels: Tensor, num_classes: int,
                targets: str | int = "all", seed: int = 0,
-               names: Sequence[int] | None = None) -> list[tuple[int, int]]:
-    """(image position, target) pairs: every class but the label ('all') or n random other classes.
+               image_ids: Sequence[int] | None = None) -> list[tuple[int, int]]:
+    """(position, target) pairs: every class but the label ('all') or n random other classes.
 
-    `image_ids` index `labels`. Random targets are drawn from a generator seeded by (seed, name)
-    where `names[i]` is the image's id in its dataset (default: i), so an image gets the same
-    targets whether it is evaluated alone, in a subset, or in the full run.
+    `positions` index `labels`. Random targets are drawn from a generator seeded by (seed, image
+    id), where `image_ids[i]` is the id in its dataset of the image at position i (default: i),
+    so an image gets the same targets whether it is evaluated alone, in a subset, or in full.
     """
     pairs = []
-    for i in image_ids:
+    for i in positions:
         label = int(labels[i])
         others = [c for c in range(num_classes) if c != label]
         if targets == "all":
@@ -56,8 +56,8 @@ def make_pairs(image_ids: Iterable[int], labels: Tensor, num_classes: int,
             n = int(targets)
             if not 1 <= n <= len(others):
                 raise ValueError(f"number of targets must be in [1, {len(others)}], got {n}")
-            name = int(i) if names is None else int(names[i])
-            g = torch.Generator().manual_seed(seed * 1_000_003 + name)
+            image_id = int(i) if image_ids is None else int(image_ids[i])
+            g = torch.Generator().manual_seed(seed * 1_000_003 + image_id)
             chosen = sorted(others[j] for j in torch.randperm(len(others), generator=g)[:n].tolist())
         pairs += [(int(i), c) for c in chosen]
     return pairs
@@ -123,7 +123,7 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
     correct = [j for j in range(len(images)) if pred[j] == labels[j]]
     with torch.no_grad():
         num_classes = model(images[:1]).shape[1]
-    pairs = make_pairs(correct, labels, num_classes, targets, seed, names=ids)
+    pairs = make_pairs(correct, labels, num_classes, targets, seed, image_ids=ids)
     out_path = Path(out) if out is not None else None
     done = {_key(r): r for r in read_records(out_path)} if out_path else {}
     todo = [(j, t) for j, t in pairs if (method_name, ids[j], t) not in done]
