@@ -1,10 +1,13 @@
 """The evaluation layer: verified success, norms, gradient counts, protocol, resume, tables."""
+import copy
 import json
 
 import pytest
 import torch
 
+import sparseattack
 from sparseattack import run_attack
+from sparseattack.eval import ConfigMismatch, config_hash
 from sparseattack.attacks import ifgsm
 from sparseattack.eval import evaluate, make_pairs, perturbation_norms, read_records, summarize, to_csv, to_markdown
 
@@ -72,7 +75,9 @@ def test_seeded_targets_follow_the_image_id_not_its_position(fmnist_model, fmnis
     assert [r["target"] for r in alone] == [r["target"] for r in full if r["image"] == 3]
 
 
-def test_protocol_resumes_after_kill(fmnist_model, fmnist_batch, tmp_path):
+def test_protocol_resumes_after_kill(fmnist_model, fmnist_batch, tmp_path, monkeypatch):
+    from sparseattack.eval import protocol
+
     x, y = fmnist_batch
     x, y = x[:3], y[:3]
     out = tmp_path / "r.jsonl"
@@ -83,15 +88,118 @@ def test_protocol_resumes_after_kill(fmnist_model, fmnist_batch, tmp_path):
     out.write_text("\n".join(lines[:4]) + "\n" + lines[4][:17])
     calls = []
 
-    def counted(model, inputs, labels, **kw):
-        calls.append(len(inputs))
-        return ifgsm(model, inputs, labels, **kw)
+    def counted(*args, **kw):
+        calls.append(len(args[2]))
+        return run_attack(*args, **kw)
 
-    again = evaluate(fmnist_model, counted, x, y, targets=2, seed=0, batch_size=2, out=out, progress=False,
-                     name="ifgsm", eps=0.2)
+    monkeypatch.setattr(protocol, "run_attack", counted)
+    again = evaluate(fmnist_model, "ifgsm", x, y, targets=2, seed=0, batch_size=2, out=out, progress=False, eps=0.2)
     assert calls == [2]  # only the two unfinished pairs ran again
     assert [(r["image"], r["target"]) for r in again] == [(r["image"], r["target"]) for r in full]
+    assert [r["success"] for r in again] == [r["success"] for r in full]
     assert sum(1 for r in read_records(out)) == 6
+
+
+def test_records_carry_their_configuration(fmnist_model, fmnist_batch, tmp_path):
+    x, y = fmnist_batch
+    out = tmp_path / "r.jsonl"
+    recs = evaluate(fmnist_model, "ifgsm", x[:2], y[:2], targets=1, out=out, progress=False, eps=0.2,
+                    dataset="fashion-mnist")
+    cfg = recs[0]["config"]
+    assert cfg["params"] == {"early_stop": True, "eps": 0.2, "loss": "ce", "norm": "linf", "step_size": None,
+                             "steps": 10}  # every parameter, defaults filled in
+    assert cfg["model"] == "fmnist-cw" and len(cfg["model_sha256"]) == 16
+    assert cfg["dataset"] == "fashion-mnist" and cfg["targets"] == 1 and cfg["seed"] == 0
+    assert cfg["quantize"] is True and cfg["version"] == sparseattack.__version__
+    assert all(r["config_hash"] == config_hash(cfg) for r in recs)
+    assert read_records(out) == recs
+
+
+def test_resume_refuses_another_configuration(fmnist_model, fmnist_batch, tmp_path):
+    """The stale-resume bug: rerunning with other parameters or another model into the same file
+    used to report the old records as the new run's."""
+    x, y = fmnist_batch
+    x, y = x[:2], y[:2]
+    out = tmp_path / "r.jsonl"
+    evaluate(fmnist_model, "ifgsm", x, y, targets=1, out=out, progress=False, eps=0.01)
+    with pytest.raises(ConfigMismatch, match=r"params\.eps: 0\.01 -> 0\.3"):
+        evaluate(fmnist_model, "ifgsm", x, y, targets=1, out=out, progress=False, eps=0.3)
+    other = copy.deepcopy(fmnist_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(ConfigMismatch, match="model_sha256"):
+        evaluate(other, "ifgsm", x, y, targets=1, out=out, progress=False, eps=0.01)
+    with pytest.raises(ConfigMismatch, match="quantize"):
+        evaluate(fmnist_model, "fgsm", x, y, targets=1, out=out, progress=False, quantize=False)
+    assert len(read_records(out)) == 2  # nothing written by the refused runs
+    recs = evaluate(fmnist_model, "ifgsm", x, y, targets=1, out=out, progress=False, eps=0.3, fresh=True)
+    assert [r["config"]["params"]["eps"] for r in read_records(out)] == [0.3, 0.3]
+    assert len(recs) == 2
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
+    assert len(moved) == 1 and len(read_records(moved[0])) == 2  # the old file is kept, aside
+
+
+def test_complete_last_record_without_newline_is_kept(fmnist_model, fmnist_batch, tmp_path):
+    x, y = fmnist_batch
+    out = tmp_path / "r.jsonl"
+    evaluate(fmnist_model, "fgsm", x[:2], y[:2], targets=2, out=out, progress=False, eps=0.05)
+    out.write_text(out.read_text().rstrip("\n"))  # complete record, final newline lost
+    evaluate(fmnist_model, "fgsm", x[:3], y[:3], targets=2, out=out, progress=False, eps=0.05)
+    recs = read_records(out)
+    assert len(recs) == 6 and len({(r["image"], r["target"]) for r in recs}) == 6
+
+
+def test_one_writer_per_file_and_duplicates_refused(fmnist_model, fmnist_batch, tmp_path):
+    from sparseattack.eval import OutputLock
+
+    x, y = fmnist_batch
+    out = tmp_path / "r.jsonl"
+    with OutputLock(out):
+        with pytest.raises(ValueError, match="being written by another"):
+            evaluate(fmnist_model, "fgsm", x[:1], y[:1], targets=1, out=out, progress=False)
+    recs = evaluate(fmnist_model, "fgsm", x[:2], y[:2], targets=1, out=out, progress=False)
+    with pytest.raises(ValueError, match="duplicated pair"):
+        summarize(recs + recs[:1])
+    out.write_text(out.read_text() + out.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="duplicated pair"):
+        evaluate(fmnist_model, "fgsm", x[:2], y[:2], targets=1, out=out, progress=False)
+
+
+def test_success_is_judged_on_the_8bit_output(fmnist_model, fmnist_pairs):
+    x, y, t = fmnist_pairs
+    res = run_attack("ifgsm", fmnist_model, x, y, targets=t, eps=0.2)
+    assert res.quantized and torch.equal((res.adv * 255).round() / 255, res.adv)
+    with torch.no_grad():
+        assert torch.equal(fmnist_model(res.adv).argmax(1) == t, res.success)
+    # unchanged entries are bit-identical to the input; failures are the input itself
+    assert torch.equal(res.adv[~res.success], x[~res.success])
+    flt = run_attack("ifgsm", fmnist_model, x, y, targets=t, eps=0.2, quantize=False)
+    assert not flt.quantized and flt.records()[0]["quantized"] is False
+    with pytest.raises(ValueError, match="not 8-bit images"):
+        run_attack("ifgsm", fmnist_model, x + 1e-3 * (x < 0.5), y, targets=t)
+
+
+def test_bad_calls_are_clear_errors(fmnist_model, fmnist_pairs, tmp_path):
+    x, y, t = fmnist_pairs
+    train_mode = copy.deepcopy(fmnist_model).train()
+    with pytest.raises(ValueError, match="training mode"):
+        run_attack("fgsm", train_mode, x, y, targets=t)
+    with pytest.raises(TypeError, match="float64 but the model's parameters are torch.float32"):
+        run_attack("fgsm", fmnist_model, x.double(), y, targets=t)
+    res = run_attack("fgsm", copy.deepcopy(fmnist_model).double(), x.double(), y, targets=t)  # float64 works
+    assert res.adv.dtype == torch.float64
+    with pytest.raises(ValueError, match="shape \\(8,\\)"):
+        run_attack("fgsm", fmnist_model, x, y[:3], targets=t[:3])
+    with pytest.raises(TypeError, match="integer"):
+        run_attack("fgsm", fmnist_model, x, y.float())
+    with pytest.raises(ValueError, match="10 classes"):
+        run_attack("fgsm", fmnist_model, x, y, targets=t + 10)
+    with pytest.raises(ValueError, match="takes no parameter 'k'"):
+        run_attack("ifgsm", fmnist_model, x, y, targets=t, k=80)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(fmnist_model, "fgsm", x, y, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="is a directory"):
+        evaluate(fmnist_model, "fgsm", x, y, out=tmp_path, progress=False)
 
 
 def test_summary_cases():

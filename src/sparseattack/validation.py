@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_images", "check_labels", "check_targets_differ", "resolve_k"]
+__all__ = ["check_images", "check_labels", "check_targets_differ", "resolve_k", "check_model",
+           "num_classes_of", "check_attack_call"]
 
 
 def check_images(inputs: Tensor, *, name: str = "inputs") -> None:
@@ -73,3 +74,50 @@ def resolve_k(k: int | float, n: int, *, what: str = "entries") -> int:
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the number of {what}), got {k}")
     return k
+
+
+def check_model(model, inputs: Tensor) -> None:
+    """The model must be in eval mode (training mode keeps dropout on and batch-norm statistics
+    moving, so success would change from run to run: refused, not silently switched), and its
+    parameters must share the inputs' device and floating dtype."""
+    if getattr(model, "training", False):
+        raise ValueError("the model is in training mode (dropout and batch-norm statistics would change "
+                         "its predictions between passes); call model.eval() before attacking it")
+    params = [p for p in model.parameters()] if hasattr(model, "parameters") else []
+    if not params:
+        return
+    p = params[0]
+    if p.device != inputs.device:
+        raise ValueError(f"inputs are on {inputs.device} but the model's parameters are on {p.device}; "
+                         "move one of them (model.to(device) or inputs.to(device))")
+    if p.is_floating_point() and p.dtype != inputs.dtype:
+        raise TypeError(f"inputs are {inputs.dtype} but the model's parameters are {p.dtype}; convert one "
+                        f"of them (inputs.to({p.dtype}) or model.to({inputs.dtype}))")
+
+
+def num_classes_of(model, inputs: Tensor) -> int:
+    """Number of classes: the width of the model's logits on the first input (one forward pass)."""
+    with torch.no_grad():
+        logits = model(inputs[:1])
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
+        raise ValueError(f"the model must return logits of shape (batch, classes), got "
+                         f"{tuple(getattr(logits, 'shape', ()))} for one input")
+    return int(logits.shape[1])
+
+
+def check_attack_call(model, inputs: Tensor, labels: Tensor, *, quantize: bool = False,
+                      name: str = "labels") -> int:
+    """Every check an attack needs before its first step: images, model mode/device/dtype, labels of
+    shape (B,) with integer classes the model has, and (quantize=True) inputs on the 8-bit grid.
+    Returns the number of classes."""
+    check_images(inputs)
+    check_model(model, inputs)
+    check_labels(labels, inputs.shape[0], name=name)
+    if labels.device != inputs.device:
+        raise ValueError(f"{name} are on {labels.device} but inputs are on {inputs.device}")
+    classes = num_classes_of(model, inputs)
+    check_labels(labels, inputs.shape[0], classes, name=name)
+    if quantize:
+        from .ops.quantize import check_on_grid
+        check_on_grid(inputs)
+    return classes

@@ -6,29 +6,91 @@ layer (`sparseattack.eval.run_attack`) takes true labels and targets separately 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .ifgsm import ifgsm
 
-__all__ = ["ifgsm", "sapf", "sapf_gs", "sapf_vi", "sapf_min_k", "register", "get", "available", "AttackSpec"]
+__all__ = ["ifgsm", "sapf", "sapf_gs", "sapf_vi", "sapf_min_k", "register", "get", "available", "AttackSpec",
+           "REQUIRED", "RESERVED", "function_parameters"]
+
+# Arguments every attack takes positionally or from the evaluation layer, never from `-p`.
+_CALL_ARGS = ("model", "inputs", "labels", "adv", "targeted")
+# Set by the evaluation layer (run_attack / evaluate / the CLI's --float), not as an attack parameter.
+RESERVED = ("quantize",)
+# Keywords that change what a function returns (a tuple): not settable through the registry.
+_NOT_SETTABLE = ("return_eps",)
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED = _Required()
+
+
+def function_parameters(fn: Callable) -> tuple[dict, bool]:
+    """Keyword parameters of an attack function with their defaults (REQUIRED where none), and
+    whether it also takes **kwargs."""
+    params, var_kw = {}, False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.name not in _CALL_ARGS and p.kind is not p.VAR_POSITIONAL:
+            params[p.name] = REQUIRED if p.default is p.empty else p.default
+    return params, var_kw
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """A registered attack: its function, registry defaults (which override the function's), and
+    `extra(params)`: the keywords its **kwargs accept, with their defaults, given the others."""
     name: str
     fn: Callable
     description: str
     defaults: dict = field(default_factory=dict)
     sparse: bool = False
+    extra: Callable[[dict], dict] | None = None
+
+    def parameters(self, params: dict | None = None) -> dict:
+        """Every parameter a user may set (`-p`), with the default this registered attack uses."""
+        own, var_kw = function_parameters(self.fn)
+        out = {**own, **self.defaults}
+        if var_kw and self.extra is not None:
+            out = {**self.extra({**out, **(params or {})}), **out}
+        for name in RESERVED + _NOT_SETTABLE:
+            out.pop(name, None)
+        return out
+
+    def accepts(self, key: str) -> bool:
+        return key in self.parameters()
+
+    def resolve(self, params: dict) -> dict:
+        """All parameters of a run (defaults filled in), refusing unknown or missing ones."""
+        reserved = sorted(set(params) & set(RESERVED))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} is set by the evaluation layer (run_attack(quantize=...), "
+                             f"the CLI's --float), not as a parameter of attack {self.name!r}")
+        allowed = self.parameters(params)
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(f"attack {self.name!r} takes no parameter {', '.join(map(repr, unknown))}; "
+                             f"its parameters: {', '.join(sorted(allowed))}")
+        resolved = {**allowed, **params}
+        missing = sorted(k for k, v in resolved.items() if v is REQUIRED)
+        if missing:
+            raise ValueError(f"attack {self.name!r} needs parameter(s) {', '.join(missing)}")
+        return resolved
 
 
 _ATTACKS: dict[str, AttackSpec] = {}
 
 
 def register(name: str, fn: Callable, description: str, *, defaults: dict | None = None,
-             sparse: bool = False) -> None:
-    _ATTACKS[name] = AttackSpec(name, fn, description, dict(defaults or {}), sparse)
+             sparse: bool = False, extra: Callable[[dict], dict] | None = None) -> None:
+    _ATTACKS[name] = AttackSpec(name, fn, description, dict(defaults or {}), sparse, extra)
 
 
 def get(name: str) -> AttackSpec:
@@ -45,14 +107,26 @@ def available() -> list[str]:
 register("ifgsm", ifgsm, "Iterative FGSM, l_inf ball (Kurakin et al. 2017)", defaults={"norm": "linf"})
 register("ifgm-l2", ifgsm, "Iterative fast gradient method, l2 ball", defaults={"norm": "l2"})
 
+from .sapf import PRESETS as _SAPF_PRESETS  # noqa: E402
 from .sapf import sapf, sapf_gs, sapf_min_k, sapf_vi  # noqa: E402
 
+
+def _sapf_extra(params: dict) -> dict:
+    """SAPF's schedule fields (keyword overrides), with the values of the chosen preset."""
+    preset = params.get("preset", "fast")
+    sched = _SAPF_PRESETS.get(preset) if isinstance(preset, str) else preset
+    if sched is None:
+        raise ValueError(f"unknown SAPF preset {preset!r}; choose one of {sorted(_SAPF_PRESETS)}")
+    sapf_own, _ = function_parameters(sapf)
+    return {**asdict(sched), **{k: v for k, v in sapf_own.items() if k not in params}}
+
+
 register("sapf", sapf, "SAPF: perturbation factorization with an lp-box ADMM (Fan et al. ECCV 2020)",
-         defaults={"k": 0.02}, sparse=True)
+         defaults={"k": 0.02}, sparse=True, extra=_sapf_extra)
 register("sapf-gs", sapf_gs, "SAPF-GS: SAPF with group sparsity over SLIC superpixels (Eq. 16)",
-         defaults={"k": 0.02}, sparse=True)
+         defaults={"k": 0.02}, sparse=True, extra=_sapf_extra)
 register("sapf-vi", sapf_vi, "SAPF-VI: SAPF with variance-weighted distortion (Eq. 17)",
-         defaults={"k": 0.02}, sparse=True)
+         defaults={"k": 0.02}, sparse=True, extra=_sapf_extra)
 
 # --- sparse baselines of SAPF's Table 1 (C&W-l0, One-Pixel, SparseFool, CornerSearch, PGD l0+l_inf) ---
 from .corner_search import corner_search  # noqa: E402
@@ -88,13 +162,26 @@ register("strattack-refined", strattack, "StrAttack refined on its fixed sigma-s
          defaults={"refine": True}, sparse=True)
 register("fgm", fgm, "Fast gradient method: one l2 step of size eps", defaults={"eps": 1.0, "norm": "l2"})
 register("fgsm", fgsm, "FGSM: one l_inf sign step of size eps", defaults={"eps": 0.1})
+
+
+def _search_extra(params: dict) -> dict:
+    """min_eps_search's **kwargs: the inner attack's own parameters (eps and norm are the search's)."""
+    from .dense import _ATTACKS as _INNER
+    inner = params.get("attack", "ifgsm")
+    fn = _INNER.get(inner) if isinstance(inner, str) else inner
+    if fn is None:
+        raise ValueError(f"unknown inner attack {inner!r} for the eps search; use one of {sorted(_INNER)}")
+    own, _ = function_parameters(fn)
+    return {k: v for k, v in own.items() if k not in ("eps", "norm") + RESERVED}
+
+
 register("fgm-search", min_eps_search, "FGM (l2) at the smallest eps of a fine grid (0.01 steps) that succeeds",
-         defaults={"attack": "fgm", "norm": "l2", "search": "scan"})
+         defaults={"attack": "fgm", "norm": "l2", "search": "scan"}, extra=_search_extra)
 register("fgsm-search", min_eps_search, "FGSM at the smallest eps of a fine grid (0.001 steps) that succeeds",
-         defaults={"attack": "fgsm", "norm": "linf", "search": "scan"})
+         defaults={"attack": "fgsm", "norm": "linf", "search": "scan"}, extra=_search_extra)
 register("ifgsm-search", min_eps_search, "IFGSM (10 x eps/10) at the smallest grid eps that succeeds (bisection)",
-         defaults={"attack": "ifgsm", "norm": "linf", "search": "bisect"})
+         defaults={"attack": "ifgsm", "norm": "linf", "search": "bisect"}, extra=_search_extra)
 register("ifgm-l2-search", min_eps_search, "IFGM-l2 (10 x eps/10) at the smallest grid eps that succeeds (bisection)",
-         defaults={"attack": "ifgsm", "norm": "l2", "search": "bisect"})
+         defaults={"attack": "ifgsm", "norm": "l2", "search": "bisect"}, extra=_search_extra)
 register("cw-l2", cw_l2, "Carlini & Wagner l2 (9 binary-search steps x 1000 Adam iterations)")
 register("cw-linf", cw_linf, "Carlini & Wagner l_inf (shrinking t, doubling/halving c)")

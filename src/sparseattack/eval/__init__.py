@@ -1,8 +1,11 @@
 """Measuring attacks: per-pair metrics, verified success, the papers' protocol and tables."""
 from .counting import CountingModel
 from .metrics import NORM_KEYS, perturbation_norms
-from .protocol import evaluate, make_pairs, predict, read_records, summarize, to_csv, to_markdown
+from .config import ConfigMismatch, config_hash, model_fingerprint
+from .protocol import (OutputLock, check_compatible, check_unique, correctly_classified, evaluate, make_pairs,
+                       predict, read_records, run_config, start_fresh, summarize, to_csv, to_markdown)
 from .result import AttackResult, run_attack
 
-__all__ = ["CountingModel", "NORM_KEYS", "perturbation_norms", "evaluate", "make_pairs", "predict",
+__all__ = ["ConfigMismatch", "config_hash", "model_fingerprint", "OutputLock", "check_compatible",
+           "check_unique", "correctly_classified", "run_config", "start_fresh", "CountingModel", "NORM_KEYS", "perturbation_norms", "evaluate", "make_pairs", "predict",
            "read_records", "summarize", "to_csv", "to_markdown", "AttackResult", "run_attack"]

@@ -18,6 +18,11 @@ class CountingModel(nn.Module):
         # shared model (dropout, batch-norm statistics) into training mode.
         self.train(model.training)
 
+    float_success = None  # set by ops.quantize.finish: success of the float output, before quantization
+
+    def report_finish(self, float_success: Tensor) -> None:
+        self.float_success = float_success.detach().clone()
+
     def reset(self) -> None:
         self.forwards = 0
         self.gradients = 0

@@ -3,7 +3,10 @@
 Protocol (C&W 2017 Sec. VI; StrAttack Sec. 6; SAPF Sec. 4.1): take the correctly classified images
 of a slice; for each, attack every other class ("all", as on MNIST/CIFAR) or `n` random other
 classes drawn with a seed (as on ImageNet). Each (image, target) pair gives one JSONL record,
-appended as soon as its batch finishes; a rerun with the same file skips the finished pairs.
+appended as soon as its batch finishes, carrying its whole configuration (`eval.config`); a rerun
+with the same file and configuration skips the finished pairs, a file made under another
+configuration is refused (ConfigMismatch names the keys that differ), and one run at a time may
+write a file (OutputLock). Success is judged on the 8-bit output unless quantize=False.
 
 Tables (definitions, per method; "successful" means re-checked by an independent forward pass):
 - average case: ASR = successful pairs / all pairs; each norm = mean over successful pairs.
@@ -15,10 +18,12 @@ Tables (definitions, per method; "successful" means re-checked by an independent
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -26,8 +31,12 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..validation import check_labels, num_classes_of
+from .config import (RUN_KEYS, ConfigMismatch, config_hash, diff_configs, jsonable, model_fingerprint,
+                     package_version)
+from .config import model_name as config_model_name
 from .metrics import NORM_KEYS
-from .result import run_attack
+from .result import _resolve, run_attack
 
 
 def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
@@ -64,96 +73,247 @@ def make_pairs(positions: Iterable[int], labels: Tensor, num_classes: int,
 
 
 def _key(rec: dict) -> tuple:
-    return (rec["method"], rec["image"], rec["target"])
+    return (rec.get("config_hash"), rec["method"], rec["image"], rec["target"])
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """Records of a JSONL results file; a torn last line (killed mid-write) is ignored."""
+    """Records of a JSONL results file. A last line cut short by a kill (no newline, not valid
+    JSON) is ignored; an unreadable line anywhere else is an error naming its line number."""
     path = Path(path)
     if not path.exists():
         return []
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a .jsonl file path")
+    text = path.read_text()
+    lines = text.split("\n")
     out = []
-    with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # the torn tail of a killed run
                 continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+            raise ValueError(f"{path}, line {number}: not a JSON record (the file is corrupt)") from None
+        if not isinstance(rec, dict) or not {"method", "image", "target", "success"} <= set(rec):
+            raise ValueError(f"{path}, line {number}: not a sparseattack record")
+        out.append(rec)
     return out
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """A run killed mid-write leaves a last line without its newline: cut it off so that the
-    records appended next start on a line of their own."""
+def check_unique(records: list[dict], source: str = "records") -> None:
+    """Refuse two records of the same (configuration, method, image, target): counting both would
+    weigh that pair twice (e.g. two runs that wrote one file at once)."""
+    seen: dict[tuple, int] = {}
+    dups = []
+    for r in records:
+        k = _key(r)
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] == 2:
+            dups.append(k)
+    if dups:
+        shown = ", ".join(f"{m} image {i} target {t}" for _, m, i, t in dups[:3])
+        raise ValueError(f"{source} hold {len(dups)} duplicated pair(s) ({shown}{', ...' if len(dups) > 3 else ''}); "
+                         "two runs wrote the same file? keep one record per pair")
+
+
+def _repair_tail(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline: a complete record gets its
+    newline back, a torn one is cut off, so that the records appended next start on a line of
+    their own."""
     if not path.exists():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        rec = json.loads(data[cut:])
+        complete = isinstance(rec, dict) and {"method", "image", "target", "success"} <= set(rec)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        complete = False
+    with open(path, "r+b") as fh:
+        if complete:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+        else:
+            fh.truncate(cut)
 
 
-def _append(path: Path, records: list[dict]) -> None:
-    with open(path, "a") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+class OutputLock:
+    """One writer per results file: an exclusive, non-blocking lock on the file itself (fcntl).
+    A second run on the same file gets a clear error instead of interleaving its records."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = None
+
+    def __enter__(self) -> "OutputLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            self.fh = None
+            raise ValueError(f"{self.path} is being written by another sparseattack run; wait for it to "
+                             "finish or choose another output file") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+
+def check_output_path(out: str | Path) -> Path:
+    """An output path must be a file (a .jsonl), not a directory."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory; give a file path such as {path / 'results.jsonl'}")
+    if path.suffix != ".jsonl":
+        raise ValueError(f"output {path} must end in .jsonl (tables are written beside it as .md and .csv)")
+    return path
+
+
+def run_config(model: nn.Module, method: str | Callable, *, name: str | None = None, targets: str | int = "all",
+               seed: int = 0, quantize: bool = True, model_name: str | None = None,
+               dataset: str | None = None, groups_fn: Callable | None = None, **params) -> dict:
+    """The configuration of one method's run (keys: see `eval.config`); refuses unknown parameters."""
+    method_name, _, _, resolved = _resolve(method, params)
+    return {"method": name or method_name, "attack": method_name,
+            "params": {k: jsonable(v) for k, v in sorted(resolved.items())},
+            "quantize": bool(quantize), "model": model_name or config_model_name(model),
+            "model_sha256": model_fingerprint(model), "dataset": dataset or "tensors",
+            "targets": targets, "seed": int(seed), "groups_fn": jsonable(groups_fn),
+            "version": package_version()}
+
+
+def check_compatible(existing: list[dict], configs: list[dict], source: str) -> None:
+    """Refuse a results file whose records were made under another configuration: another
+    experiment (model, weights, dataset, targets, seed, quantization, version) or, for a method
+    about to run, other parameters. The message names every key that differs."""
+    distinct = {(r.get("config_hash"), r["method"]): r for r in existing}.values()
+    for cfg in configs:
+        for r in distinct:
+            old = r.get("config")
+            if old is None:
+                raise ConfigMismatch(f"{source} holds records without a configuration (written by "
+                                     "sparseattack < 0.2); write to another file or start a fresh one")
+            run_old = {k: old.get(k) for k in RUN_KEYS}
+            run_new = {k: cfg.get(k) for k in RUN_KEYS}
+            diff = diff_configs(run_old, run_new)
+            if not diff and r["method"] == cfg["method"] and r.get("config_hash") != config_hash(cfg):
+                diff = diff_configs(old, cfg)
+            if diff:
+                raise ConfigMismatch(
+                    f"{source} holds records of {r['method']!r} made under another configuration: "
+                    + "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
+                    + ". Resuming would mix them: choose another output file, or start a fresh one "
+                      "(CLI --fresh; evaluate(fresh=True)), which moves the old file aside")
+
+
+def start_fresh(path: Path) -> Path | None:
+    """Move an existing results file aside (never deleted): FILE -> FILE.old-YYYYmmdd-HHMMSS.jsonl."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = path.with_name(f"{path.stem}.old-{stamp}{path.suffix}")
+    path.rename(moved)
+    return moved
+
+
+def _append(fh, records: list[dict]) -> None:
+    for r in records:
+        fh.write(json.dumps(r) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: Tensor, *,
              targets: str | int = "all", seed: int = 0, batch_size: int = 32,
              out: str | Path | None = None, name: str | None = None, progress: bool = True,
              image_ids: list[int] | None = None, groups_fn: Callable | None = None,
-             **params) -> list[dict]:
+             quantize: bool = True, model_name: str | None = None, dataset: str | None = None,
+             fresh: bool = False, **params) -> list[dict]:
     """Run the targeted protocol for one method over `images` and return all its records.
 
-    `image_ids` name the images in records (default: their positions); `out` is the JSONL file
-    to append to and resume from; `name` labels the method in records (default: the method name).
-    Images the model misclassifies are skipped, as in the papers.
+    targets: 'all' other classes or a number of seeded random ones; seed: their seed.
+    batch_size (default 32): pairs attacked together. out: the JSONL file to append to and resume
+    from (one writer at a time); a file made under another configuration raises ConfigMismatch
+    unless fresh=True, which moves it aside first. name: the method's name in records (default:
+    the method's). image_ids: the images' ids in their dataset (default: positions).
+    groups_fn: images -> groups, for the nonzero-group count. quantize (default True): outputs
+    are 8-bit images and success is judged on them. model_name, dataset: recorded in the
+    configuration (default: the registry name or class name; 'tensors').
+    Images the model misclassifies are skipped, as in the papers (see `correctly_classified`).
     """
     from tqdm import tqdm
 
-    method_name = name or (method if isinstance(method, str) else getattr(method, "__name__", "custom"))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    config = run_config(model, method, name=name, targets=targets, seed=seed, quantize=quantize,
+                        model_name=model_name, dataset=dataset, groups_fn=groups_fn, **params)
+    chash = config_hash(config)
+    method_name = config["method"]
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
-    pred = predict(model, images)
-    correct = [j for j in range(len(images)) if pred[j] == labels[j]]
+    if len(ids) != len(images):
+        raise ValueError(f"image_ids has {len(ids)} entries for {len(images)} images")
+    check_labels(labels, len(images), num_classes_of(model, images[:1]))
+    correct = correctly_classified(model, images, labels)
     with torch.no_grad():
         num_classes = model(images[:1]).shape[1]
     pairs = make_pairs(correct, labels, num_classes, targets, seed, image_ids=ids)
-    out_path = Path(out) if out is not None else None
-    done = {_key(r): r for r in read_records(out_path)} if out_path else {}
-    todo = [(j, t) for j, t in pairs if (method_name, ids[j], t) not in done]
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_torn_tail(out_path)
-    new_records: list[dict] = []
-    bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc=method_name, unit="pair",
-               disable=not progress)
-    for b in range(0, len(todo), batch_size):
-        chunk = todo[b:b + batch_size]
-        idx = torch.tensor([j for j, _ in chunk])
-        tgt = torch.tensor([t for _, t in chunk])
-        x = images[idx]
-        groups = groups_fn(x) if groups_fn is not None else None
-        res = run_attack(method, model, x, labels[idx], targets=tgt, groups=groups, **params)
-        recs = res.records([ids[j] for j, _ in chunk])
-        for r in recs:
-            r["image"] = r.pop("id")
-            r["method"] = method_name
-        if out_path:
-            _append(out_path, recs)
-        new_records += recs
-        bar.update(len(chunk))
-        bar.set_postfix(asr=f"{sum(r['success'] for r in new_records) / len(new_records):.2f}")
-    bar.close()
-    wanted = {(method_name, ids[j], t) for j, t in pairs}
-    merged = {k: v for k, v in done.items() if k in wanted}
-    merged.update({_key(r): r for r in new_records})
-    return [merged[(method_name, ids[j], t)] for j, t in pairs]
+    lock = OutputLock(check_output_path(out)) if out is not None else contextlib.nullcontext()
+    if out is not None and fresh:
+        start_fresh(Path(out))
+    with lock:
+        out_path = Path(out) if out is not None else None
+        existing = []
+        if out_path is not None:
+            _repair_tail(out_path)
+            existing = read_records(out_path)
+            check_unique(existing, str(out_path))
+            check_compatible(existing, [config], str(out_path))
+        done = {(r["image"], r["target"]): r for r in existing
+                if r.get("config_hash") == chash and r["method"] == method_name}
+        todo = [(j, t) for j, t in pairs if (ids[j], t) not in done]
+        extra = {"device": str(images.device), "torch": torch.__version__}
+        new_records: dict[tuple, dict] = {}
+        bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc=method_name, unit="pair",
+                   disable=not progress)
+        for b in range(0, len(todo), batch_size):
+            chunk = todo[b:b + batch_size]
+            idx = torch.tensor([j for j, _ in chunk], device=images.device)
+            tgt = torch.tensor([t for _, t in chunk], device=images.device)
+            x = images[idx]
+            groups = groups_fn(x) if groups_fn is not None else None
+            res = run_attack(method, model, x, labels[idx], targets=tgt, groups=groups, quantize=quantize,
+                             **params)
+            recs = res.records([ids[j] for j, _ in chunk])
+            for r in recs:
+                r["image"] = r.pop("id")
+                r.update(method=method_name, config_hash=chash, config=config, **extra)
+                new_records[(r["image"], r["target"])] = r
+            if out_path is not None:
+                _append(lock.fh, recs)
+            bar.update(len(chunk))
+            bar.set_postfix(asr=f"{sum(r['success'] for r in new_records.values()) / len(new_records):.2f}")
+        bar.close()
+    merged = {**done, **new_records}
+    return [merged[(ids[j], t)] for j, t in pairs]
+
+
+def correctly_classified(model: nn.Module, images: Tensor, labels: Tensor) -> list[int]:
+    """Positions of the images the model classifies correctly (the protocol attacks only those)."""
+    pred = predict(model, images)
+    return [j for j in range(len(images)) if pred[j] == labels[j]]
 
 
 def _mean(values: list[float]) -> float:
@@ -162,11 +322,24 @@ def _mean(values: list[float]) -> float:
 
 def summarize(records: list[dict], criterion: str = "l2",
               keys: tuple[str, ...] = NORM_KEYS + ("gradients", "seconds")) -> list[dict]:
-    """Best / average / worst case rows per method (definitions in the module docstring)."""
+    """Best / average / worst case rows per method (definitions in the module docstring).
+
+    Refuses duplicated pairs and one method name made under two configurations (rename one
+    with evaluate(name=...)): nothing is merged silently."""
     rows = []
+    check_unique(records)
     by_method: dict[str, list[dict]] = defaultdict(list)
+    hashes: dict[str, set] = defaultdict(set)
     for r in records:
         by_method[r["method"]].append(r)
+        hashes[r["method"]].add(r.get("config_hash"))
+    for method, hs in hashes.items():
+        if len(hs) > 1:
+            configs = {r.get("config_hash"): r.get("config") or {} for r in by_method[method]}
+            a, b = list(configs.values())[:2]
+            raise ValueError(f"records of {method!r} come from {len(hs)} configurations ("
+                             + "; ".join(diff_configs(a, b)[:5]) + "); summarize them separately or "
+                             "name them apart (evaluate(name=...))")
     for method, recs in by_method.items():
         by_image: dict = defaultdict(list)
         for r in recs:

@@ -1,11 +1,16 @@
 """Running one attack on a batch and measuring it: the rich result layer over the functional core.
 
-`run_attack` validates the inputs, counts model gradient evaluations and seconds, clips the final
-images to [0, 1], and re-checks every success with an independent forward pass of the original
-model on that clipped image (never trusting the attack's own bookkeeping).
+`run_attack` validates the inputs (images, labels, targets, the model's mode, device and dtype, and
+every parameter against the attack's signature), counts model gradient evaluations and seconds,
+and re-checks every success with an independent forward pass of the original model on the output
+the user receives: with `quantize=True` (the default) the 8-bit image, exactly as saved in a PNG,
+else the clipped float image. `success` is that verdict; `float_success` is the attack's float
+output before the 8-bit finish (they differ only where quantization cost a success the finish
+could not repair; see `ops.quantize`).
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,7 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.losses import is_adversarial
-from ..validation import check_images, check_labels, check_targets_differ
+from ..ops.quantize import finish, on_grid
+from ..validation import check_attack_call, check_labels, check_targets_differ
+from .config import jsonable
 from .counting import CountingModel
 from .metrics import perturbation_norms
 
@@ -27,13 +34,15 @@ class AttackResult:
     adv: Tensor
     labels: Tensor
     targets: Tensor | None
-    success: Tensor          # (B,) bool, from an independent forward pass on the clipped adv
+    success: Tensor          # (B,) bool, from an independent forward pass on adv (8-bit if quantized)
     adv_pred: Tensor         # (B,) predicted class of adv
     norms: dict[str, Tensor]  # l0, l0_pixels, l1, l2, linf (and groups) per example
     gradients: int           # model gradient evaluations (per-sample backward passes), whole batch
     forwards: int            # per-sample forward passes, whole batch
     seconds: float
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)   # every parameter of the run, defaults filled in
+    quantized: bool = True                        # adv is on the 8-bit grid
+    float_success: Tensor | None = None           # (B,) success of the float output before the finish
 
     @property
     def targeted(self) -> bool:
@@ -59,7 +68,9 @@ class AttackResult:
         for i in range(n):
             rec = {"id": ids[i], "method": self.method, "label": int(self.labels[i]),
                    "target": None if self.targets is None else int(self.targets[i]),
-                   "success": bool(self.success[i]), "adv_pred": int(self.adv_pred[i])}
+                   "success": bool(self.success[i]), "adv_pred": int(self.adv_pred[i]),
+                   "quantized": self.quantized,
+                   "float_success": bool(self.success[i] if self.float_success is None else self.float_success[i])}
             rec.update({k: float(v[i]) for k, v in self.norms.items()})
             rec.update({"gradients": self.gradients / n, "forwards": self.forwards / n,
                         "seconds": self.seconds / n})
@@ -68,55 +79,82 @@ class AttackResult:
 
     def summary(self) -> str:
         ok = self.success
-        parts = [f"{self.method}: success {int(ok.sum())}/{len(self)}"]
+        parts = [f"{self.method}: success {int(ok.sum())}/{len(self)}" + (" (8-bit)" if self.quantized else " (float)")]
+        if self.float_success is not None and not torch.equal(self.float_success, ok):
+            parts.append(f"float success {int(self.float_success.sum())}/{len(self)}")
         if ok.any():
             parts += [f"{k}={self.norms[k][ok].float().mean().item():.4g}" for k in self.norms]
         parts.append(f"grads/pair={self.gradients / len(self):.0f} s/pair={self.seconds / len(self):.3g}")
         return "  ".join(parts)
 
 
-def _resolve(method: str | Callable) -> tuple[str, Callable, dict]:
+def _resolve(method: str | Callable, params: dict) -> tuple[str, Callable, dict, dict]:
+    """(name, function, keyword arguments to call it with, every parameter of the run)."""
+    from ..attacks import RESERVED, function_parameters, get
     if callable(method):
-        return getattr(method, "__name__", "custom"), method, {}
-    from ..attacks import get
+        own, var_kw = function_parameters(method)
+        unknown = sorted(set(params) - set(own))
+        if unknown and not var_kw:
+            raise ValueError(f"attack function {getattr(method, '__name__', method)!r} takes no parameter "
+                             f"{', '.join(map(repr, unknown))}")
+        reserved = sorted(set(params) & set(RESERVED))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} is set by run_attack's own argument, not as a parameter")
+        resolved = {k: v for k, v in {**own, **params}.items() if k not in RESERVED}
+        return getattr(method, "__name__", "custom"), method, dict(params), resolved
     spec = get(method)
-    return spec.name, spec.fn, dict(spec.defaults)
+    resolved = spec.resolve(params)
+    return spec.name, spec.fn, {**spec.defaults, **params}, resolved
 
 
 def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels: Tensor, *,
-               targets: Tensor | None = None, groups: Tensor | None = None, **params) -> AttackResult:
+               targets: Tensor | None = None, groups: Tensor | None = None, quantize: bool = True,
+               **params) -> AttackResult:
     """Attack `inputs` (true classes `labels`) toward `targets` (targeted) or away from `labels`.
 
-    `method` is a registered name (see `sparseattack.attacks.available()`) or an attack function.
-    `groups` (a segment map or window index, see `ops.groups`) adds the nonzero-group count.
+    method: a registered name (see `sparseattack.attacks.available()`) or an attack function.
+    groups: a segment map or window index (see `ops.groups`) that adds the nonzero-group count.
+    quantize (default True): the output is an 8-bit image (the attack's finish, `ops.quantize`)
+    and success is judged on it; inputs must then be 8-bit images. False: float research mode.
+    params: the attack's parameters; unknown ones are refused before anything runs.
     """
-    name, fn, defaults = _resolve(method)
-    check_images(inputs)
-    check_labels(labels, inputs.shape[0])
-    with torch.no_grad():
-        num_classes = model(inputs[:1]).shape[1]
-    check_labels(labels, inputs.shape[0], num_classes)
+    name, fn, kwargs, resolved = _resolve(method, params)
+    num_classes = check_attack_call(model, inputs, labels, quantize=quantize)
     if targets is not None:
         check_labels(targets, inputs.shape[0], num_classes, name="targets")
+        if targets.device != inputs.device:
+            raise ValueError(f"targets are on {targets.device} but inputs are on {inputs.device}")
         check_targets_differ(labels, targets)
-    kwargs = {**defaults, **params}
+    goal = targets if targets is not None else labels
+    takes_quantize = "quantize" in inspect.signature(fn).parameters
     counter = CountingModel(model)
     start = time.perf_counter()
-    adv = fn(counter, inputs, targets if targets is not None else labels,
-             targeted=targets is not None, **kwargs)
+    if takes_quantize:
+        adv = fn(counter, inputs, goal, targeted=targets is not None, quantize=quantize, **kwargs)
+    else:  # a user's function: the shared finish makes its output what the user receives
+        adv = fn(counter, inputs, goal, targeted=targets is not None, **kwargs)
+        if isinstance(adv, Tensor) and adv.shape == inputs.shape:
+            adv = finish(counter, inputs, adv, goal, targeted=targets is not None, quantize=quantize)
     if inputs.is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     if not isinstance(adv, Tensor) or adv.shape != inputs.shape:
         raise RuntimeError(f"attack {name!r} returned {getattr(adv, 'shape', type(adv))}, "
                            f"expected a tensor of shape {tuple(inputs.shape)}")
-    adv = adv.detach().clamp(0, 1)
+    adv = adv.detach().to(inputs.dtype).clamp(0, 1)
+    if quantize and not bool(on_grid(adv).all()):
+        raise RuntimeError(f"attack {name!r} returned values off the 8-bit grid with quantize=True "
+                           "(a bug in the attack: its last step must be ops.quantize.finish)")
     with torch.no_grad():
         pred = model(adv).argmax(1)
     success = (pred == targets) if targets is not None else (pred != labels)
+    float_success = counter.float_success
+    if float_success is None or float_success.shape != success.shape:
+        float_success = success.clone()
     return AttackResult(name, inputs, adv, labels, targets, success, pred,
                         perturbation_norms(adv - inputs, groups=groups),
-                        counter.gradients, counter.forwards, seconds, kwargs)
+                        counter.gradients, counter.forwards, seconds,
+                        {k: jsonable(v) for k, v in resolved.items()}, quantize, float_success)
 
 
 __all__ = ["AttackResult", "run_attack", "is_adversarial"]

@@ -89,7 +89,9 @@ def describe(name: str) -> ModelInfo:
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """A registered model by name, frozen, in eval mode, on `device`."""
     info = describe(name)
-    return freeze(info.builder()).to(device)
+    model = freeze(info.builder()).to(device)
+    model.sparseattack_name = name  # records name the model (eval.config.model_name)
+    return model
 
 
 def wrap(net: nn.Module, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), *,

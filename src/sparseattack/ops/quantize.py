@@ -1,0 +1,133 @@
+"""The 8-bit grid, and the finish every attack ends with.
+
+An adversarial example is published, shown and saved as an 8-bit image (PNG: values k/255). A
+float perturbation that flips the prediction often stops doing so once rounded to that grid
+(measured on SAPF at k = 80 on Fashion-MNIST: 7 of 12 float successes survived plain rounding), so
+success must be judged on the 8-bit image, and the attack must end on the grid.
+
+`finish` is the last step of every attack (`sparseattack.attacks`):
+1. clip to the [0, 1] box (and to an optional l_inf cap around the input);
+2. with `quantize=True`, move every perturbed entry onto the 8-bit grid while keeping the
+   constraints: entries the attack left unchanged stay exactly unchanged (so l0 never grows, and
+   l0 <= k holds), every candidate stays in the box and inside the l_inf cap (the nearest grid
+   points inside it) and, if given, the l2 cap. The candidates, per example:
+   - nearest rounding of x + delta;
+   - rounding toward x (never increases any |delta_i|, so it keeps every norm bound);
+   - rounding away from x of x + s * delta for s in `scales` (1, 1.1, 1.25, 1.5, 2, 3): the same
+     support and signs, a slightly larger step where rounding cost the margin;
+   each is checked by one forward pass, and the successful candidate with the smallest l2 wins;
+3. an example without a successful candidate (float failure, or no grid candidate succeeds)
+   is returned unchanged: on failure every attack returns its input.
+Success here is the model's top-1 (`argmax`) class, the criterion of the evaluation layer; a
+confidence margin kappa is an optimization target of the attacks, not part of success.
+
+The grid needs the inputs on it: images from 8-bit files (all loaders of `sparseattack.data`) are.
+`finish(quantize=True)` refuses inputs off the grid (`check_on_grid`): for such float research
+inputs pass `quantize=False` (the output is then float, clipped and re-checked all the same).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .losses import is_adversarial
+
+__all__ = ["LEVELS", "quantize", "on_grid", "check_on_grid", "finish", "DEFAULT_SCALES"]
+
+LEVELS = 255
+DEFAULT_SCALES = (1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
+
+
+def quantize(images: Tensor, levels: int = LEVELS) -> Tensor:
+    """Nearest point of the 8-bit grid {0, 1/255, ..., 1} (what saving as a PNG keeps)."""
+    return (images.clamp(0, 1) * levels).round() / levels
+
+
+def on_grid(images: Tensor, levels: int = LEVELS, tol: float = 1e-4) -> Tensor:
+    """Per example: whether every value is a grid point k/levels (up to float rounding)."""
+    scaled = images * levels
+    return ((scaled - scaled.round()).abs() <= tol).flatten(1).all(1)
+
+
+def check_on_grid(inputs: Tensor, *, name: str = "inputs", levels: int = LEVELS) -> None:
+    """Refuse inputs off the 8-bit grid for a quantized attack, naming the fix."""
+    bad = (~on_grid(inputs, levels)).nonzero().flatten()
+    if bad.numel():
+        raise ValueError(
+            f"{name} are not 8-bit images (values k/{levels}) for quantize=True: {bad.numel()} of "
+            f"{inputs.shape[0]} are off the grid (first: index {bad[0].item()}). Pass quantize=False "
+            f"for float inputs, or put them on the grid first with sparseattack.ops.quantize.quantize(x)")
+
+
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _success(model: nn.Module, images: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    with torch.no_grad():
+        return is_adversarial(model(images), labels, targeted=targeted)
+
+
+def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, targeted: bool,
+           quantize: bool = True, linf_cap: float | Tensor | None = None,
+           l2_cap: float | Tensor | None = None, levels: int = LEVELS,
+           scales: tuple[float, ...] = DEFAULT_SCALES) -> Tensor:
+    """End an attack: the box, the caps, the 8-bit grid, success re-checked, failures unchanged.
+
+    model, inputs, labels, targeted: as the attack's (labels are the targets when targeted).
+    adv: the attack's float output. quantize (default True): put perturbed entries on the grid
+    of `levels` (255) steps, keeping l0, the box, `linf_cap` and `l2_cap` (None: no cap; a float
+    or a per-example (B,) tensor). scales: the outward-rounding step multipliers tried.
+    Returns a tensor shaped like `inputs`; examples that do not succeed are `inputs` unchanged.
+    The cost is one forward pass of the batch (quantize=False), at most 3 + len(scales) with quantize.
+    A model with a `report_finish(float_success)` method (eval.CountingModel) is told which examples
+    succeeded as floats, before quantization.
+    """
+    x = inputs.detach()
+    adv = adv.detach().to(x.dtype)
+    finite = torch.isfinite(adv).flatten(1).all(1)
+    adv = torch.where(_view(finite, x), adv, x)
+    lo, hi = torch.zeros_like(x), torch.ones_like(x)
+    if linf_cap is not None:
+        cap = linf_cap if not isinstance(linf_cap, Tensor) else _view(linf_cap.to(x), x)
+        lo, hi = torch.maximum(lo, x - cap), torch.minimum(hi, x + cap)
+    adv = torch.minimum(torch.maximum(adv, lo), hi)
+    float_ok = finite & _success(model, adv, labels, targeted)
+    report = getattr(model, "report_finish", None)
+    if callable(report):  # eval.CountingModel keeps it: records report float and 8-bit success
+        report(float_ok)
+    if not quantize:
+        return torch.where(_view(float_ok, x), adv, x)
+
+    check_on_grid(x, levels=levels)
+    delta = adv - x
+    support = delta != 0
+    # grid points inside the allowed interval [lo, hi] (both contain x, a grid point)
+    g_lo, g_hi = torch.ceil(lo * levels - 1e-6) / levels, torch.floor(hi * levels + 1e-6) / levels
+
+    def on_support(values: Tensor) -> Tensor:
+        return torch.where(support, torch.minimum(torch.maximum(values, g_lo), g_hi), x)
+
+    scaled_x = lambda s: (x + s * delta) * levels  # noqa: E731
+    candidates = [on_support(torch.round(adv * levels) / levels),                          # nearest
+                  on_support(torch.where(delta > 0, torch.floor(adv * levels + 1e-6),
+                                         torch.ceil(adv * levels - 1e-6)) / levels)]        # toward x
+    candidates += [on_support(torch.where(delta > 0, torch.ceil(scaled_x(s) - 1e-6),
+                                          torch.floor(scaled_x(s) + 1e-6)) / levels)        # away from x
+                   for s in scales]
+    best = x.clone()
+    best_norm = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
+    l2_limit = None if l2_cap is None else (l2_cap.to(x) if isinstance(l2_cap, Tensor)
+                                            else torch.full_like(best_norm, float(l2_cap)))
+    for cand in candidates:
+        norm = (cand - x).flatten(1).norm(dim=1)
+        valid = finite & (norm > 0)
+        if l2_limit is not None:
+            valid &= norm <= l2_limit * (1 + 1e-6)
+        rows = (valid & (norm < best_norm)).nonzero().flatten()
+        if rows.numel() == 0:
+            continue
+        ok = _success(model, cand[rows], labels[rows], targeted)
+        rows = rows[ok]
+        best[rows], best_norm[rows] = cand[rows], norm[rows]
+    return best
