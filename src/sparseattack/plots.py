@@ -8,21 +8,43 @@ from torch import Tensor
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
-    """(C, H, W) or (1, C, H, W) tensor in [0, 1] to an (H, W[, 3]) uint8 array (rounded)."""
+    """(C, H, W) or (1, C, H, W) tensor in [0, 1] to an (H, W) (C = 1) or (H, W, C) uint8 array:
+    clamped to [0, 1], then rounded to the nearest 8-bit level (round(255 x), ties to even), not
+    truncated, so a tensor on the grid (values k/255) maps back to exactly k."""
     if image.dim() == 4:
         image = image[0]
-    arr = (image.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    arr = (image.detach().cpu().float().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
 
 
 def save_image(image: Tensor, path: str | Path) -> Path:
-    """Save a [0, 1] image tensor as PNG. Note: PNG stores 8 bits, so the saved file quantizes
-    the perturbation; the exact tensor is what the reports measure."""
+    """Save a [0, 1] image tensor, (C, H, W) or (1, C, H, W), as an 8-bit image (PNG unless the
+    path names another format; a path without a suffix gets PNG data).
+
+    C = 1 is written as 8-bit grayscale (PIL mode 'L'), C = 3 as 8-bit RGB. Values are clamped to
+    [0, 1] and rounded to the nearest level k/255 (ties to even; see `to_uint8`), so a tensor on
+    the 8-bit grid survives a PNG round trip exactly:
+    `sparseattack.data.load_image(path, channels=C)` returns it unchanged. An off-grid float tensor
+    is stored rounded (the exact tensor is what the reports measure); lossy formats (JPEG) do not
+    round-trip. Raises ValueError for another shape, a batch of more than one image, or
+    non-finite values."""
     from PIL import Image
 
+    if image.dim() == 4 and image.shape[0] != 1:
+        raise ValueError(f"save_image saves one image, got a batch of {image.shape[0]}")
+    if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3):
+        raise ValueError(f"save_image expects a (C, H, W) or (1, C, H, W) tensor with C = 1 or 3, "
+                         f"got shape {tuple(image.shape)}")
+    if not bool(image.detach().isfinite().all()):
+        raise ValueError("save_image: the image has NaN or infinite values")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path)
+    arr = to_uint8(image)
+    im = Image.fromarray(arr)  # uint8 (H, W) -> mode 'L', (H, W, 3) -> mode 'RGB'
+    try:
+        im.save(path, format=None if path.suffix else "PNG")
+    except (ValueError, KeyError) as exc:  # PIL: unknown extension
+        raise ValueError(f"cannot save an image as {path}: {exc}") from None
     return path
 
 

