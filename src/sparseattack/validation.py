@@ -97,8 +97,12 @@ def check_model(model, inputs: Tensor) -> None:
 
 def num_classes_of(model, inputs: Tensor) -> int:
     """Number of classes: the width of the model's logits on the first input (one forward pass)."""
-    with torch.no_grad():
-        logits = model(inputs[:1])
+    try:
+        with torch.no_grad():
+            logits = model(inputs[:1])
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"the model fails on inputs of shape {tuple(inputs.shape[1:])} and dtype {inputs.dtype}: "
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
         raise ValueError(f"the model must return logits of shape (batch, classes), got "
                          f"{tuple(getattr(logits, 'shape', ()))} for one input")
