@@ -19,16 +19,24 @@ size_incr defaults to max(1, k // 10) (= the code's 1 for its k = 10) and n_max 
 (the code's N = 100 is sized for k <= 10; drawing k ~ 100 pixels needs a longer list), so that
 matched-sparsity runs stay affordable; when a sampled pixel is drawn twice with different
 corners the later one wins. The one-pixel stage depends only on the image, so pairs of the batch
-that share an image (the targeted protocol's 9 targets) share it. Failures return the clean input.
+that share an image (the targeted protocol's 9 targets) share it.
 Every level costs n_iter forward passes per remaining example (untargeted: per ordering).
+
+The samples are drawn per example (`ops.rng.example_generators`): each example's generator is
+seeded from `seed` and a hash of its own image and label, so an example returns the same alone or
+in any batch. The result goes through `ops.quantize.finish` (l_inf cap `eps`): with
+`quantize=True` (default) the changed pixels are put on the 8-bit grid (box corners already are)
+and success is re-checked there; failures return the clean input unchanged.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ..ops.losses import logit_margin
-from ..validation import check_images, resolve_k
+from ..ops import rng
+from ..ops.losses import is_adversarial, logit_margin
+from ..ops.quantize import finish
+from ..validation import check_attack_call, resolve_k
 
 
 def _corner_values(x: Tensor, eps: float | None) -> Tensor:
@@ -64,12 +72,17 @@ def _one_pixel_logits(model: nn.Module, x: Tensor, corners: Tensor, eval_batch: 
 
 def corner_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
                   k: int | float = 10, n_iter: int = 1000, n_max: int | None = None, size_incr: int | None = None,
-                  eps: float | None = None, seed: int = 0, eval_batch: int = 4096) -> Tensor:
+                  eps: float | None = None, seed: int = 0, eval_batch: int = 4096,
+                  quantize: bool = True) -> Tensor:
     """Batched CornerSearch with at most `k` changed pixels (see the module docstring).
 
     k: pixels (an int), or a fraction of the pixels in (0, 1]. eps: None for the l0 threat model
-    (corners of the [0, 1] box), else the l_inf radius of the l0 + l_inf one."""
-    check_images(inputs)
+    (corners of the [0, 1] box), else the l_inf radius of the l0 + l_inf one (also the l_inf cap
+    of the finish). seed: seeds each example's sampling generator together with a hash of its
+    image and label (`ops.rng.example_generators`), so the result does not depend on the batch.
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs. Failures return the input unchanged."""
+    check_attack_call(model, inputs, labels, quantize=quantize)
     x = inputs.detach()
     b, c, h, w = x.shape
     k = resolve_k(k, h * w, what="pixels")
@@ -83,7 +96,7 @@ def corner_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted:
     size_incr = max(1, k // 10) if size_incr is None else int(size_incr)
     levels = sorted(set(list(range(2, k + 1, size_incr)) + [k])) if k >= 2 else []
     dev = x.device
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gens = rng.example_generators(x, labels, seed)
     out = x.clone()
     active = torch.ones(b, dtype=torch.bool, device=dev)
 
@@ -106,17 +119,17 @@ def corner_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted:
         lab = labels[i].expand(n_one)
         if targeted:
             scores = logit_margin(lg, lab, targeted=True)[None]
-            ok = lg.argmax(1) == labels[i]
+            ok = is_adversarial(lg, lab, targeted=True)
         else:
             real = lg[:, labels[i]]
             scores = real[None] - lg.T                                        # f_y - f_j per class j
             scores[labels[i]] = logit_margin(lg, lab, targeted=False)
-            ok = lg.argmax(1) != labels[i]
+            ok = is_adversarial(lg, lab, targeted=False)
         if ok.any():
             j = int(torch.where(ok, scores.min(0).values, torch.inf).argmin())
             out[i] = one_pixel_image(i, j)
             active[i] = False
-        orderings.append(scores.argsort(1)[:, :n_max])
+        orderings.append(scores.argsort(dim=1, stable=True)[:, :n_max])
     order = torch.stack(orderings)                                            # (B, R, n_max)
     n_orders = order.shape[1]
     cvals = corner_vals.view(len(uniq), nc, c, h * w)
@@ -126,9 +139,9 @@ def corner_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted:
         for o in range(n_orders):
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
-                return out
+                break
             m = len(idx)
-            u = torch.randint(0, n_max * n_max, (m, n_iter, n), generator=gen, device=dev)
+            u = rng.randint([gens[i] for i in idx.tolist()], 0, n_max * n_max, (n_iter, n), device=dev)
             ranks = n_max - 1 - u.double().sqrt().floor().long()
             chosen = order[idx, o].gather(1, ranks.view(m, -1)).view(m, n_iter, n)   # one-pixel ids
             pix, corner = chosen // nc, chosen % nc
@@ -137,12 +150,12 @@ def corner_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted:
             vals = src.permute(0, 3, 1, 2)[torch.arange(m, device=dev)[:, None, None], pix, corner]  # (m, it, n, C)
             imgs.scatter_(3, pix[:, :, None, :].expand(m, n_iter, c, n), vals.permute(0, 1, 3, 2))
             logits = _logits(model, imgs.view(-1, c, h, w), eval_batch).view(m, n_iter, num_classes)
-            pred = logits.argmax(2)
-            ok = pred == labels[idx, None] if targeted else pred != labels[idx, None]
+            ok = is_adversarial(logits.view(m * n_iter, num_classes), labels[idx].repeat_interleave(n_iter),
+                                targeted=targeted).view(m, n_iter)
             won = ok.any(1)
             if won.any():
                 first = ok.float().argmax(1)
                 rows = won.nonzero().flatten()
                 out[idx[rows]] = imgs[rows, first[rows]].view(-1, c, h, w)
                 active[idx[rows]] = False
-    return out
+    return finish(model, x, out, labels, targeted=targeted, quantize=quantize, linf_cap=eps)

@@ -31,7 +31,12 @@ Choices where the paper leaves room (or deviates from the code on purpose):
 - `independent_channels=True` fixes single entries instead of pixels (the code's option).
 Batched: every example has its own allowed set, constant, Adam state and step counter; an
 example leaves the working set when its attack is over, so it costs no more model evaluations.
-One gradient evaluation per example and step.
+One gradient evaluation per example and step. The attack draws no random numbers, so an example
+returns the same alone or in any batch.
+
+The last successful solution goes through `ops.quantize.finish`: with `quantize=True` (default)
+its changed entries are put on the 8-bit grid and success (the top-1 class) is re-checked there;
+an example without a success that survives the grid is returned unchanged.
 """
 from __future__ import annotations
 
@@ -41,8 +46,9 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.losses import logit_margin
+from ..ops.quantize import finish
 from ..ops.search import TradeoffSearch
-from ..validation import check_images
+from ..validation import check_attack_call
 
 
 def _to_tanh(img: Tensor) -> Tensor:
@@ -57,7 +63,7 @@ def _shrink(valid: Tensor, score: Tensor, changed: Tensor, *, shrink_rate: float
     """Remove allowed positions as C&W's l0_attack.py does. valid/score/changed: (n, P)."""
     p = valid.shape[1]
     s = torch.where(valid, score, torch.full_like(score, math.inf))
-    ss, order = s.sort(dim=1)
+    ss, order = s.sort(dim=1, stable=True)
     n_valid = valid.sum(1)
     cap = torch.ceil(shrink_rate * changed.sum(1).float().sqrt()).long().clamp_min(1)
     big = (ss > change_tol) & torch.isfinite(ss)
@@ -72,10 +78,14 @@ def cw_l0(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
           max_iterations: int = 1000, learning_rate: float = 1e-2, initial_const: float = 1e-3,
           largest_const: float = 2e1, const_factor: float = 2.0, kappa: float = 0.01,
           shrink_rate: float = 0.3, change_tol: float = 0.01, abort_early: bool = True,
-          independent_channels: bool = False, max_rounds: int | None = None) -> Tensor:
+          independent_channels: bool = False, max_rounds: int | None = None,
+          quantize: bool = True) -> Tensor:
     """Batched C&W-l0 (see the module docstring). Returns the last successful solution per
-    example (the clean input when none succeeded)."""
-    check_images(inputs)
+    example (the clean input when none succeeded).
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs."""
+    check_attack_call(model, inputs, labels, quantize=quantize)
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     if not 0 < initial_const < largest_const:
@@ -90,7 +100,7 @@ def cw_l0(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
     m1 = torch.zeros_like(x)
     m2 = torch.zeros_like(x)
     t = torch.zeros(b, dtype=torch.long, device=dev)
-    best_loss = torch.full((b,), math.inf, device=dev)
+    best_loss = torch.full((b,), math.inf, device=dev, dtype=x.dtype)
     search = TradeoffSearch(initial_const, b, device=dev, lower_bound=0.0, upper_bound=largest_const,
                             scale_up=const_factor)
     out = x.clone()
@@ -181,4 +191,4 @@ def cw_l0(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
                 mhat = m1[gi] / (1 - beta1 ** tt)
                 vhat = m2[gi] / (1 - beta2 ** tt)
                 wvar[gi] = wv - learning_rate * mhat / (vhat.sqrt() + adam_eps)
-    return out
+    return finish(model, x, out, labels, targeted=targeted, quantize=quantize)

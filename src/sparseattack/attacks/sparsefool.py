@@ -10,7 +10,8 @@ The paper's Algorithm 2 (and the authors' code, LTS4/SparseFool): from the curre
    the plane (plus 1e-3 to cross it, at least 1e-4), clipped to the box; a clipped coordinate is
    used up and the next one continues;
 3. stop as soon as x_0 + (1 + overshoot) (x_i - x_0), clipped, is misclassified (max_iter outer
-   iterations at most; the last such image is returned either way, as in the authors' code).
+   iterations at most; the authors' code returns the last such image either way, here a failure
+   returns the input unchanged, see below).
 
 Choices where the paper leaves room (or its code differs from the text):
 - LinearSolver is computed in closed form, not one coordinate per loop: with the coordinates
@@ -26,15 +27,22 @@ Choices where the paper leaves room (or its code differs from the text):
   grad(f_t - f_c) at the DeepFool point, and an outer iteration succeeds when the target wins.
 - `eps` optionally intersects the [0, 1] box with an l_inf ball around x_0 (the paper's
   perceptibility bounds [l, u]; default None = the plain image box, the code's delta = 255).
-Batched: each example has its own iterate and leaves the working set as soon as it succeeds.
+Batched: each example has its own iterate, DeepFool steps, candidate classes and stop, and leaves
+the working set as soon as it succeeds; the attack draws no random numbers, so an example returns
+the same alone or in any batch.
+
+The result goes through `ops.quantize.finish` (l_inf cap `eps`): with `quantize=True` (default)
+the changed entries are put on the 8-bit grid and success is re-checked there; an example that
+does not succeed (or whose success does not survive the grid) is returned unchanged.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ..ops.losses import logit_margin
-from ..validation import check_images
+from ..ops.losses import is_adversarial, logit_margin
+from ..ops.quantize import finish
+from ..validation import check_attack_call
 
 
 def _bounds(x: Tensor, eps: float | None) -> tuple[Tensor, Tensor]:
@@ -93,8 +101,7 @@ def _deepfool(model: nn.Module, x: Tensor, labels: Tensor, cand: Tensor | None, 
         step = (f.abs() / wn).clamp_min(1e-4)
         r_tot[idx] += step.view(-1, 1, 1, 1) * w / wn.view(-1, 1, 1, 1)
         with torch.no_grad():
-            pred = model(x[idx] + (1 + overshoot) * r_tot[idx]).argmax(1)
-        done = pred == labels[idx] if targeted else pred != labels[idx]
+            done = is_adversarial(model(x[idx] + (1 + overshoot) * r_tot[idx]), labels[idx], targeted=targeted)
         active[idx[done]] = False
     # boundary normal at the DeepFool point x + r (the authors' code): grad(f_new - f_label)
     with torch.no_grad():
@@ -123,7 +130,7 @@ def linear_solver(x: Tensor, normal: Tensor, boundary: Tensor, low: Tensor, high
     toward = torch.where(f0 > 0, -1.0, 1.0).to(x.dtype)                    # move to decrease |f|
     direction = toward[:, None] * w.sign()
     room = torch.where(direction > 0, hi - xf, xf - lo).clamp_min(0) * (w != 0)
-    aw, order = w.abs().sort(dim=1, descending=True)
+    aw, order = w.abs().sort(dim=1, descending=True, stable=True)
     room_s = room.gather(1, order)
     cum = (aw * room_s).cumsum(1)
     gap = f0.abs()
@@ -145,10 +152,14 @@ def linear_solver(x: Tensor, normal: Tensor, boundary: Tensor, low: Tensor, high
 def sparsefool(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
                lam: float = 3.0, max_iter: int = 20, overshoot: float = 0.02,
                deepfool_steps: int = 50, deepfool_overshoot: float = 0.02, num_candidates: int = 10,
-               eps: float | None = None) -> Tensor:
+               eps: float | None = None, quantize: bool = True) -> Tensor:
     """Batched SparseFool; returns x_0 + (1 + overshoot)(x_i - x_0) clipped to the box (the
-    authors' output), for failures the last such image. See the module docstring for choices."""
-    check_images(inputs)
+    authors' output) for successes, the input unchanged for failures. See the module docstring.
+
+    eps: None (the [0, 1] box) or an l_inf radius around the input (also the finish's l_inf cap).
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs."""
+    check_attack_call(model, inputs, labels, quantize=quantize)
     if lam < 1:
         raise ValueError(f"lam must be >= 1 (it pushes the boundary point past the boundary), got {lam}")
     if max_iter < 1 or deepfool_steps < 1:
@@ -174,9 +185,8 @@ def sparsefool(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
         boundary = xi[idx] + lam * r
         xi[idx] = linear_solver(xi[idx], normal, boundary, low[idx], high[idx])
         fool = torch.minimum(torch.maximum(x0[idx] + (1 + overshoot) * (xi[idx] - x0[idx]), low[idx]), high[idx])
-        out[idx] = fool
         with torch.no_grad():
-            pred = model(fool).argmax(1)
-        done = pred == labels[idx] if targeted else pred != labels[idx]
+            done = is_adversarial(model(fool), labels[idx], targeted=targeted)
+        out[idx[done]] = fool[done]
         active[idx[done]] = False
-    return out.clamp(0, 1).detach()
+    return finish(model, x0, out, labels, targeted=targeted, quantize=quantize, linf_cap=eps)
