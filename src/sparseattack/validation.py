@@ -37,11 +37,14 @@ def check_images(inputs: Tensor, *, name: str = "inputs") -> None:
 
 def check_labels(labels: Tensor, batch_size: int, num_classes: int | None = None, *,
                  name: str = "labels") -> None:
-    """Labels must be an integer tensor of shape (B,) with values in [0, num_classes)."""
+    """Labels must be an int64 tensor of shape (B,) with values in [0, num_classes)."""
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+    if labels.dtype != torch.int64:
+        hint = f" ({name}.long() converts it)" if labels.dtype in (torch.int32, torch.int16, torch.uint8,
+                                                                     torch.int8) else ""
+        raise TypeError(f"{name} must be an integer tensor of class indices (torch.int64, as torch's losses "
+                        f"take), got dtype {labels.dtype}{hint}")
     if labels.shape != (batch_size,):
         raise ValueError(f"{name} must have shape ({batch_size},) to match the batch, got "
                          f"{tuple(labels.shape)}")

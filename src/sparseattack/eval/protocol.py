@@ -294,7 +294,7 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
             tgt = torch.tensor([t for _, t in chunk], device=images.device)
             x = images[idx]
             groups = groups_fn(x) if groups_fn is not None else None
-            res = run_attack(method, model, x, labels[idx], targets=tgt, groups=groups, quantize=quantize,
+            res = run_attack(method, model, x, labels[idx], targets=tgt, count_groups=groups, quantize=quantize,
                              **params)
             recs = res.records([ids[j] for j, _ in chunk])
             for r in recs:

@@ -107,18 +107,27 @@ def _resolve(method: str | Callable, params: dict) -> tuple[str, Callable, dict,
     return spec.name, spec.fn, {**spec.defaults, **params}, resolved
 
 
+def _as_long(labels):
+    """Any integer class tensor as int64 (the attacks' functional core takes int64 only)."""
+    if isinstance(labels, Tensor) and labels.dtype in (torch.int32, torch.int16, torch.uint8, torch.int8):
+        return labels.long()
+    return labels
+
+
 def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels: Tensor, *,
-               targets: Tensor | None = None, groups: Tensor | None = None, quantize: bool = True,
+               targets: Tensor | None = None, count_groups: Tensor | None = None, quantize: bool = True,
                **params) -> AttackResult:
     """Attack `inputs` (true classes `labels`) toward `targets` (targeted) or away from `labels`.
 
     method: a registered name (see `sparseattack.attacks.available()`) or an attack function.
-    groups: a segment map or window index (see `ops.groups`) that adds the nonzero-group count.
+    count_groups: a segment map or window index (see `ops.groups`) for the nonzero-group count
+    `groups` of the norms (measurement only; an attack's own `groups` parameter is in params).
     quantize (default True): the output is an 8-bit image (the attack's finish, `ops.quantize`)
     and success is judged on it; inputs must then be 8-bit images. False: float research mode.
     params: the attack's parameters; unknown ones are refused before anything runs.
     """
     name, fn, kwargs, resolved = _resolve(method, params)
+    labels, targets = _as_long(labels), _as_long(targets)
     num_classes = check_attack_call(model, inputs, labels, quantize=quantize)
     if targets is not None:
         check_labels(targets, inputs.shape[0], num_classes, name="targets")
@@ -152,7 +161,7 @@ def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels:
     if float_success is None or float_success.shape != success.shape:
         float_success = success.clone()
     return AttackResult(name, inputs, adv, labels, targets, success, pred,
-                        perturbation_norms(adv - inputs, groups=groups),
+                        perturbation_norms(adv - inputs, groups=count_groups),
                         counter.gradients, counter.forwards, seconds,
                         {k: jsonable(v) for k, v in resolved.items()}, quantize, float_success)
 
