@@ -6,7 +6,10 @@ layer (`sparseattack.eval.run_attack`) takes true labels and targets separately 
 """
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -43,6 +46,48 @@ def function_parameters(fn: Callable) -> tuple[dict, bool]:
     return params, var_kw
 
 
+def _type_hints(fn: Callable) -> dict:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not evaluate: no type check for that function
+        return {}
+
+
+def _matches(value, hint) -> bool:
+    """Whether a parameter value fits its annotation (ints fit floats; bools fit only bool)."""
+    if hint is typing.Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (collections.abc.Callable,) or hint is Callable:
+        return callable(value)
+    if origin in (tuple, list, collections.abc.Sequence):
+        return isinstance(value, (tuple, list))
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """A registered attack: its function, registry defaults (which override the function's), and
@@ -64,6 +109,15 @@ class AttackSpec:
             out.pop(name, None)
         return out
 
+    def _extra_hints(self) -> dict:
+        """Annotations of the keywords that **kwargs forwards (SAPF's schedule fields, an inner attack)."""
+        hints = {}
+        if getattr(self.fn, "__name__", "") in ("sapf", "sapf_gs", "sapf_vi"):
+            from .sapf import SAPFSchedule, sapf
+            hints.update(_type_hints(SAPFSchedule))
+            hints.update(_type_hints(sapf))
+        return hints
+
     def accepts(self, key: str) -> bool:
         return key in self.parameters()
 
@@ -78,6 +132,11 @@ class AttackSpec:
         if unknown:
             raise ValueError(f"attack {self.name!r} takes no parameter {', '.join(map(repr, unknown))}; "
                              f"its parameters: {', '.join(sorted(allowed))}")
+        hints = {**self._extra_hints(), **_type_hints(self.fn)}
+        for key, value in params.items():
+            if key in hints and not _matches(value, hints[key]):
+                raise ValueError(f"parameter {key!r} of attack {self.name!r} must be {_type_name(hints[key])}, "
+                                 f"got {type(value).__name__} {value!r}")
         resolved = {**allowed, **params}
         missing = sorted(k for k, v in resolved.items() if v is REQUIRED)
         if missing:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.losses import is_adversarial
-from ..ops.quantize import finish, on_grid
+from ..ops.quantize import check_on_grid, finish, on_grid
 from ..validation import check_attack_call, check_labels, check_targets_differ
 from .config import jsonable
 from .counting import CountingModel
@@ -128,12 +128,14 @@ def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels:
     """
     name, fn, kwargs, resolved = _resolve(method, params)
     labels, targets = _as_long(labels), _as_long(targets)
-    num_classes = check_attack_call(model, inputs, labels, quantize=quantize)
+    num_classes = check_attack_call(model, inputs, labels)
     if targets is not None:
         check_labels(targets, inputs.shape[0], num_classes, name="targets")
         if targets.device != inputs.device:
             raise ValueError(f"targets are on {targets.device} but inputs are on {inputs.device}")
         check_targets_differ(labels, targets)
+    if quantize:
+        check_on_grid(inputs)
     goal = targets if targets is not None else labels
     takes_quantize = "quantize" in inspect.signature(fn).parameters
     counter = CountingModel(model)
