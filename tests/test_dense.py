@@ -1,7 +1,16 @@
 """Dense baselines of StrAttack's tables: FGM/FGSM, the minimal-eps grid search (with FGM and
-IFGSM), C&W-l2 and C&W-l_inf. Short schedules on the shipped Fashion-MNIST net."""
+IFGSM), C&W-l2 and C&W-l_inf. Short schedules on the shipped Fashion-MNIST net.
+
+Every attack ends with `ops.quantize.finish`: with quantize=True (the default; the Fashion-MNIST
+images are 8-bit) outputs are exactly on the 8-bit grid and a failure is the input bit for bit.
+Assertions that compare runs on different batches (the eps a search found vs. the attack rerun at
+that eps) run in float64, where a batch gives exactly the result of one example at a time; rates
+are asserted with a wide margin (at least half where all pairs typically succeed)."""
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from sparseattack import run_attack
 from sparseattack.attacks import get, ifgsm
@@ -15,16 +24,71 @@ def _succeeds(model, adv, labels, targeted=True):
     return pred == labels if targeted else pred != labels
 
 
+def _check_finished(model, x, adv, labels, *, targeted=True, linf=None, l2=None):
+    """What every quantized output must satisfy; returns the success per example."""
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert torch.equal((adv * 255).round() / 255, adv)  # exactly on the 8-bit grid
+    assert adv.min() >= 0 and adv.max() <= 1
+    d = adv - x
+    assert ((d == 0) | (d.abs() >= 1 / 255 - 1e-6)).all()  # an entry is the input's or moved >= 1 level
+    ok = _succeeds(model, adv, labels, targeted)
+    changed = d.flatten(1).ne(0).any(1)
+    assert torch.equal(ok, changed)  # every reported (changed) output succeeds; failures are the input
+    if linf is not None:
+        assert (d.abs().flatten(1).amax(1) <= torch.as_tensor(linf, dtype=x.dtype) + 1e-6).all()
+    if l2 is not None:
+        assert (d.flatten(1).norm(dim=1) <= torch.as_tensor(l2, dtype=x.dtype) * (1 + 1e-6)).all()
+    return ok
+
+
+def _fails_as_float_or_8bit(attack, model, x, labels, **kw):
+    """Per example: the attack fails at these arguments, as floats or after its 8-bit finish (what
+    min_eps_search counts as a failure at a grid eps): one of the two outputs is the input."""
+    same = lambda adv: (adv == x).flatten(1).all(1)  # noqa: E731
+    return same(attack(model, x, labels, **kw)) | same(attack(model, x, labels, quantize=False, **kw))
+
+
+def _grid64(x):
+    """float64 copy of 8-bit images, exactly k/255 in float64."""
+    return (x.double() * 255).round() / 255
+
+
+class _Never(nn.Module):
+    """The shipped net with class 0 ahead by 1e4: no attack can reach another class or leave
+    class 0, so every attack must fail and return its input."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def forward(self, x):
+        out = self.model(x)
+        return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)
+
+
+@pytest.fixture(scope="module")
+def model64(fmnist_model):
+    return copy.deepcopy(fmnist_model).double()
+
+
 def test_one_step_attacks_bounds_and_one_gradient(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     res = run_attack("fgm", fmnist_model, x, y, targets=t, eps=2.0)
-    assert (res.norms["l2"] <= 2.0 + 1e-5).all() and res.adv.min() >= 0 and res.adv.max() <= 1
     assert res.gradients == len(x)
+    _check_finished(fmnist_model, x, res.adv, t, l2=2.0)
     res = run_attack("fgsm", fmnist_model, x, y, eps=0.1)  # untargeted
-    assert (res.norms["linf"] <= 0.1 + 1e-6).all() and res.gradients == len(x)
+    assert res.gradients == len(x)
+    _check_finished(fmnist_model, x, res.adv, y, targeted=False, linf=0.1)
     eps = torch.linspace(0.05, 0.4, len(x))
-    adv = fgsm(fmnist_model, x, y, eps=eps)
-    assert ((adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all()
+    _check_finished(fmnist_model, x, fgsm(fmnist_model, x, y, eps=eps), y, targeted=False, linf=eps)
+    _check_finished(fmnist_model, x, ifgsm(fmnist_model, x, t, targeted=True, eps=0.3), t, linf=0.3)
+    _check_finished(fmnist_model, x, ifgsm(fmnist_model, x, t, targeted=True, eps=3.0, norm="l2"), t, l2=3.0)
+    # float research mode: not on the grid, the ball and the box all the same, failures unchanged
+    adv = fgsm(fmnist_model, x, y, eps=eps, quantize=False)
+    changed = (adv != x).flatten(1).any(1)
+    assert torch.equal(changed, _succeeds(fmnist_model, adv, y, targeted=False))
+    assert ((adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all() and adv.min() >= 0 and adv.max() <= 1
     with pytest.raises(ValueError, match="norm"):
         fgm(fmnist_model, x, y, norm="l1")
 
@@ -32,48 +96,55 @@ def test_one_step_attacks_bounds_and_one_gradient(fmnist_model, fmnist_pairs):
 def test_fgsm_scan_finds_the_first_grid_eps_with_one_gradient(fmnist_model, fmnist_pairs):
     x, y, _ = fmnist_pairs
     counter = CountingModel(fmnist_model)
-    adv, eps = min_eps_search(counter, x, y, attack="fgsm", search="scan", return_eps=True)
+    adv, eps = min_eps_search(counter, x, y, attack="fgsm", search="scan", return_eps=True, eps_max=0.1)
     assert counter.gradients == len(x)  # one gradient, then forward passes only
     ok = torch.isfinite(eps)
-    assert ok.sum() >= 6
+    assert ok.float().mean() >= 0.5  # typically 7 of 8 (one needs eps 0.18)
+    assert torch.equal(_check_finished(fmnist_model, x, adv, y, targeted=False, linf=torch.where(ok, eps, 0)), ok)
+    # the output is what FGSM returns at that eps (finished on the grid inside the eps-ball; on the
+    # whole batch, so that the gradient is the scan's bit for bit) ...
     step, _ = default_eps_grid("linf", x)
-    assert torch.equal(_succeeds(fmnist_model, adv, y, targeted=False), ok)
-    assert torch.allclose(adv[ok], fgsm(fmnist_model, x[ok], y[ok], eps=eps[ok]), atol=1e-6)
+    at = fgsm(fmnist_model, x, y, eps=torch.where(ok, eps, step))
+    assert torch.equal(at[ok], adv[ok])
+    # ... and one grid step less, FGSM fails as floats or after the finish (it returns the input)
     below = ok & (eps > step * 1.5)
-    prev = fgsm(fmnist_model, x[below], y[below], eps=eps[below] - step)
-    assert not _succeeds(fmnist_model, prev, y[below], targeted=False).any()  # the first success
+    assert _fails_as_float_or_8bit(fgsm, fmnist_model, x, y, eps=torch.where(below, eps - step, step))[below].all()
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_ifgsm_bisection_is_minimal_on_the_grid(fmnist_model, fmnist_pairs, norm):
-    x, y, t = fmnist_pairs
-    x, y, t = x[:4], y[:4], t[:4]
-    adv, eps = min_eps_search(fmnist_model, x, t, targeted=True, attack="ifgsm", norm=norm, return_eps=True,
+def test_ifgsm_bisection_is_minimal_on_the_grid(model64, fmnist_pairs, norm):
+    """In float64: the reruns below take other batches than the search's probes."""
+    x, _, t = fmnist_pairs
+    x, t = _grid64(x[:4]), t[:4]
+    adv, eps = min_eps_search(model64, x, t, targeted=True, attack="ifgsm", norm=norm, return_eps=True,
                               eps_init=0.05 if norm == "linf" else 1.0)
     ok = torch.isfinite(eps)
-    assert ok.sum() >= 3
-    assert torch.equal(_succeeds(fmnist_model, adv, t), ok)
-    dist = (adv - x).flatten(1)
-    dist = dist.abs().amax(1) if norm == "linf" else dist.norm(dim=1)
-    assert (dist[ok] <= eps[ok] + 1e-5).all()
+    assert ok.sum() >= 2  # typically all 4
+    cap = {norm: torch.where(ok, eps, 0)}
+    assert torch.equal(_check_finished(model64, x, adv, t, **cap), ok)
+    assert torch.equal(adv[ok], ifgsm(model64, x[ok], t[ok], targeted=True, eps=eps[ok], norm=norm))
     step, _ = default_eps_grid(norm, x)
-    below = ok & (eps > step * 1.5)
-    prev = ifgsm(fmnist_model, x[below], t[below], targeted=True, eps=eps[below] - step, norm=norm)
-    assert not _succeeds(fmnist_model, prev, t[below]).any()  # one grid step less fails
+    below = ok & (eps > step * 1.5)  # one grid step less fails as floats or after the finish
+    assert _fails_as_float_or_8bit(ifgsm, model64, x[below], t[below], targeted=True, eps=eps[below] - step,
+                                   norm=norm).all()
 
 
 def test_registered_searches(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
-    x, y, t = x[:4], y[:4], t[:4]
     res = run_attack("ifgsm-search", fmnist_model, x, y, targets=t, eps_init=0.05)
-    assert res.success.sum() >= 3 and res.gradients < 2 * 12 * 10 * len(x)  # ~2 log2(K) attacks
-    res = run_attack("fgm-search", fmnist_model, x, y, targets=t, eps_max=10.0)  # the authors' l2 grid
-    assert res.gradients == len(x)
-    assert (res.norms["l2"] <= 10.0 + 1e-4).all()
+    assert res.success.float().mean() >= 0.5  # typically all 8
+    assert res.gradients < 2 * 12 * 10 * len(x)  # ~2 log2(K) attacks
+    _check_finished(fmnist_model, x, res.adv, t)
+    # targeted FGM mostly fails below l2 = 2: those examples come back unchanged, not at eps_max
+    res = run_attack("fgm-search", fmnist_model, x[:4], y[:4], targets=t[:4], eps_max=2.0)
+    assert res.gradients == 4
+    _check_finished(fmnist_model, x[:4], res.adv, t[:4], l2=2.0)
     assert get("ifgsm-search").defaults == {"attack": "ifgsm", "norm": "linf", "search": "bisect"}
     assert get("fgm-search").defaults["search"] == "scan" and get("cw-l2").fn is cw_l2
     with pytest.raises(ValueError, match="unknown attack"):
         min_eps_search(fmnist_model, x, y, attack="nope")
+    with pytest.raises(TypeError, match="unexpected argument"):
+        min_eps_search(fmnist_model, x, y, attack="ifgsm", stepz=3)
 
 
 def test_cw_l2_binary_search_grows_c_until_success(fmnist_model, fmnist_pairs):
@@ -82,10 +153,9 @@ def test_cw_l2_binary_search_grows_c_until_success(fmnist_model, fmnist_pairs):
     steps, iters = 5, 100  # lr 0.1: black pixels sit at tanh-saturated w, too slow to move at 0.01
     res = run_attack(cw_l2, fmnist_model, x, y, targets=t, initial_const=1e-2, binary_search_steps=steps,
                      max_iterations=iters, learning_rate=0.1)
-    assert res.success.sum() >= 3  # c grew from 1e-2 (too small) until success
-    assert res.adv.min() >= 0 and res.adv.max() <= 1
+    assert res.success.sum() >= 2  # c grew from 1e-2 (too small) until success; typically all 4
     assert res.gradients < steps * iters * len(x)  # abort early: finished examples leave
-    assert (res.delta[~res.success] == 0).all()
+    _check_finished(fmnist_model, x, res.adv, t)
 
 
 def test_cw_linf_shrinks_the_bound(fmnist_model, fmnist_pairs):
@@ -93,6 +163,74 @@ def test_cw_linf_shrinks_the_bound(fmnist_model, fmnist_pairs):
     x, y, t = x[:4], y[:4], t[:4]
     res = run_attack(cw_linf, fmnist_model, x, y, targets=t, initial_const=0.1, max_iterations=60,
                      tau_min=0.1, decrease_factor=0.7, learning_rate=0.05)
-    assert res.success.sum() >= 3
+    assert res.success.sum() >= 2  # typically all 4
     assert (res.norms["linf"][res.success] < 0.5).all()  # t shrank well below its start of 1
-    assert res.adv.min() >= 0 and res.adv.max() <= 1
+    _check_finished(fmnist_model, x, res.adv, t)
+
+
+def _dense_calls(x, labels, targeted):
+    """Every dense attack with a short schedule, as (name, call(model, x, labels, **kw))."""
+    kw = dict(targeted=targeted)
+    return [
+        ("ifgsm", lambda m, x, l, **q: ifgsm(m, x, l, eps=0.2, **kw, **q)),
+        ("ifgm-l2", lambda m, x, l, **q: ifgsm(m, x, l, eps=2.0, norm="l2", **kw, **q)),
+        ("fgm", lambda m, x, l, **q: fgm(m, x, l, eps=3.0, **kw, **q)),
+        ("fgsm", lambda m, x, l, **q: fgsm(m, x, l, eps=0.2, **kw, **q)),
+        ("fgsm-scan", lambda m, x, l, **q: min_eps_search(m, x, l, attack="fgsm", search="scan", eps_max=0.05,
+                                                          **kw, **q)),
+        ("ifgsm-bisect", lambda m, x, l, **q: min_eps_search(m, x, l, attack="ifgsm", eps_max=0.3, eps_init=0.02,
+                                                             steps=4, **kw, **q)),
+        ("cw-l2", lambda m, x, l, **q: cw_l2(m, x, l, initial_const=1.0, binary_search_steps=2,
+                                             max_iterations=15, learning_rate=0.1, **kw, **q)),
+        ("cw-linf", lambda m, x, l, **q: cw_linf(m, x, l, initial_const=1.0, largest_const=4.0, max_iterations=8,
+                                                 learning_rate=0.05, **kw, **q)),
+    ]
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quantize):
+    x, y, _ = fmnist_pairs
+    x = x[:2]
+    never = _Never(fmnist_model)
+    targets = torch.tensor([3, 7])
+    for targeted, labels in ((True, targets), (False, torch.zeros(2, dtype=torch.long))):
+        for name, call in _dense_calls(x, labels, targeted):
+            adv = call(never, x, labels, quantize=quantize)
+            assert torch.equal(adv, x), (name, targeted)
+    _, eps = min_eps_search(never, x, targets, targeted=True, attack="fgsm", search="scan", eps_max=0.02,
+                            return_eps=True, quantize=quantize)
+    assert torch.isinf(eps).all()
+
+
+def test_batch_equals_one_at_a_time_in_float64(model64, fmnist_pairs):
+    """No coupling between the examples of a batch, the finish included (untargeted: most of
+    these short runs succeed, so the finish's grid candidates are compared too)."""
+    x, y, _ = fmnist_pairs
+    x, y = _grid64(x[:3]), y[:3]
+    changed = 0
+    for name, call in _dense_calls(x, y, False):
+        batch = call(model64, x, y)
+        single = torch.cat([call(model64, x[i:i + 1], y[i:i + 1]) for i in range(3)])
+        assert torch.equal(batch, single), name
+        assert batch.dtype == torch.float64 and torch.equal((batch * 255).round() / 255, batch)
+        changed += int((batch != x).flatten(1).any(1).sum())
+    assert changed >= 6  # of 24 outputs; typically about 20
+
+
+def test_bad_calls_are_refused_before_any_step(fmnist_model, fmnist_pairs):
+    x, y, t = fmnist_pairs
+    x, t = x[:2], t[:2]
+    training = copy.deepcopy(fmnist_model).train()
+    counter = CountingModel(fmnist_model)
+    for name, call in _dense_calls(x, t, True):
+        with pytest.raises(ValueError, match="training mode"):
+            call(training, x, t)
+        with pytest.raises(ValueError, match=r"shape \(2,\)"):
+            call(counter, x, t[:1])
+        with pytest.raises(TypeError, match="integer"):
+            call(counter, x, t.float())
+        with pytest.raises(ValueError, match="10 classes"):
+            call(counter, x, torch.tensor([3, 10]))
+        with pytest.raises(ValueError, match="8-bit"):
+            call(counter, x * 0.999, t)  # off the grid: refused with quantize=True
+        assert counter.gradients == 0, name

@@ -1,5 +1,12 @@
 """StrAttack (Xu et al. 2019): ADMM steps against a literal implementation, group sparsity vs
-C&W-l2, overlapping groups, refinement, constraints, reporting helpers. Short schedules."""
+C&W-l2, overlapping groups, refinement, constraints, reporting helpers. Short schedules.
+
+Outputs end with `ops.quantize.finish`: with quantize=True (the default; the Fashion-MNIST images
+are 8-bit) they are exactly on the 8-bit grid inside the eps cap, and a failure is the input bit
+for bit. Rates are asserted with a wide margin (at least half where all pairs typically succeed);
+batch-vs-single comparisons run in float64, where they must hold bit for bit."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,10 +17,49 @@ from sparseattack.attacks import get
 from sparseattack.attacks.dense import cw_l2
 from sparseattack.attacks.strattack import (group_grid_shape, group_index, group_map, nonzero_groups,
                                             sigma_threshold, strattack, strattack_refine)
+from sparseattack.eval import CountingModel
 from sparseattack.ops.groups import sliding_window_groups
 from sparseattack.ops.losses import cw_margin_loss
 
 SHORT = dict(initial_const=5.0, binary_search_steps=3, max_iterations=250)
+
+
+def _succeeds(model, adv, labels, targeted=True):
+    with torch.no_grad():
+        pred = model(adv).argmax(1)
+    return pred == labels if targeted else pred != labels
+
+
+def _check_finished(model, x, adv, labels, *, targeted=True, linf=None):
+    """What every quantized output must satisfy; returns the success per example."""
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert torch.equal((adv * 255).round() / 255, adv)  # exactly on the 8-bit grid
+    assert adv.min() >= 0 and adv.max() <= 1
+    d = adv - x
+    assert ((d == 0) | (d.abs() >= 1 / 255 - 1e-6)).all()  # an entry is the input's or moved >= 1 level
+    ok = _succeeds(model, adv, labels, targeted)
+    assert torch.equal(ok, d.flatten(1).ne(0).any(1))  # changed outputs succeed; failures are the input
+    if linf is not None:
+        assert (d.abs().flatten(1).amax(1) <= linf + 1e-6).all()
+    return ok
+
+
+def _grid64(x):
+    """float64 copy of 8-bit images, exactly k/255 in float64."""
+    return (x.double() * 255).round() / 255
+
+
+class _Never(nn.Module):
+    """The shipped net with class 0 ahead by 1e4: every attack toward another class must fail."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def forward(self, x):
+        out = self.model(x)
+        return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +71,7 @@ def pairs4(fmnist_pairs):
 @pytest.fixture(scope="module")
 def str_result(fmnist_model, pairs4):
     x, y, t = pairs4
-    return run_attack("strattack", fmnist_model, x, y, targets=t, groups=group_index(28, 28), **SHORT)
+    return run_attack("strattack", fmnist_model, x, y, targets=t, count_groups=group_index(28, 28), **SHORT)
 
 
 class _Recorder(nn.Module):
@@ -83,7 +129,7 @@ def _literal_admm(model, x0, t, windows, c, iters, *, rho=1.0, eta=5.0, tau=2.0,
 def test_admm_matches_literal_equations(size, stride, mode):
     torch.manual_seed(0)
     side = 5 if size == 3 else 4
-    model = _Recorder(side * side)
+    model = _Recorder(side * side).eval()
     with torch.no_grad():
         model.lin.weight.mul_(20)
     x0 = torch.rand(2, 1, side, side, dtype=torch.float64) * 0.8 + 0.1
@@ -91,7 +137,7 @@ def test_admm_matches_literal_equations(size, stride, mode):
     windows = sliding_window_groups(side, side, size, stride)
     c, iters = 3.0, 25
     strattack(model, x0, t, targeted=True, groups=windows, initial_const=c, binary_search_steps=1,
-              max_iterations=iters, abort_early=False, overlap_z_step=mode)
+              max_iterations=iters, abort_early=False, overlap_z_step=mode, quantize=False)
     got = model.points
     want = _literal_admm(model, x0, t, windows, c, iters, copies=mode == "copies")
     assert len(got) == iters
@@ -102,13 +148,15 @@ def test_admm_matches_literal_equations(size, stride, mode):
 
 def test_fewer_groups_than_cw_l2(fmnist_model, pairs4, str_result):
     x, y, t = pairs4
-    cw = run_attack(cw_l2, fmnist_model, x, y, targets=t, groups=group_index(28, 28), initial_const=1.0,
+    cw = run_attack(cw_l2, fmnist_model, x, y, targets=t, count_groups=group_index(28, 28), initial_const=1.0,
                     binary_search_steps=3, max_iterations=100, learning_rate=0.1)
-    assert str_result.success.sum() >= 3 and cw.success.sum() >= 3
+    assert str_result.success.sum() >= 2 and cw.success.sum() >= 2  # typically all 4
+    _check_finished(fmnist_model, x, str_result.adv, t)
+    _check_finished(fmnist_model, x, cw.adv, t)
     both = str_result.success & cw.success
     g_str, g_cw = str_result.norms["groups"][both], cw.norms["groups"][both]
-    assert (g_str < g_cw).all(), (g_str, g_cw)
-    assert g_str.float().mean() < 0.7 * g_cw.float().mean()
+    # on the 8-bit outputs: typically 83 vs 144 groups of 196 (C&W's smallest entries round to 0)
+    assert g_str.float().mean() < 0.8 * g_cw.float().mean(), (g_str, g_cw)
     assert (str_result.norms["groups"] == nonzero_groups(str_result.delta)).all()
 
 
@@ -116,9 +164,10 @@ def test_overlapping_and_non_overlapping_both_succeed(fmnist_model, pairs4, str_
     x, y, t = pairs4
     windows = group_index(28, 28, overlap=True)
     assert windows.shape == (14 * 14, 9)  # 13 windows at stride 2 plus a border-aligned one per axis
-    over = run_attack("strattack-overlap", fmnist_model, x, y, targets=t, groups=windows, **SHORT)
+    over = run_attack("strattack-overlap", fmnist_model, x, y, targets=t, count_groups=windows, **SHORT)
     assert over.params["overlap"] is True
-    assert str_result.success.sum() >= 3 and over.success.sum() >= 3
+    assert str_result.success.sum() >= 2 and over.success.sum() >= 2  # typically all 4
+    _check_finished(fmnist_model, x, over.adv, t)
     assert (over.norms["groups"][over.success] < windows.shape[0]).all()  # group-sparse too
 
 
@@ -127,9 +176,8 @@ def test_refinement_keeps_success_with_no_more_nonzeros(fmnist_model, pairs4, st
     ok = str_result.success
     refined = strattack_refine(fmnist_model, x, t, str_result.adv, targeted=True, initial_const=5.0,
                                search_steps=2, iterations=100)
-    with torch.no_grad():
-        still = fmnist_model(refined).argmax(1) == t
-    assert still[ok].all()
+    still = _check_finished(fmnist_model, x, refined, t)
+    assert torch.equal(still, ok)  # a refinement that fails on the grid falls back to the adv given
     before, after = str_result.adv - x, refined - x
     assert ((after != 0) <= (before != 0)).all()  # support within delta*'s (19)-(20)
     changed = (after != before).flatten(1).any(1)
@@ -144,34 +192,59 @@ def test_registered_refined_variant_runs(fmnist_model, pairs4):
     x, y, t = pairs4
     res = run_attack("strattack-refined", fmnist_model, x[:2], y[:2], targets=t[:2], initial_const=5.0,
                      binary_search_steps=2, max_iterations=150, refine_search_steps=1, refine_iterations=60)
-    assert res.params["refine"] is True and res.success.all()
+    assert res.params["refine"] is True and res.success.any()  # typically both
+    _check_finished(fmnist_model, x[:2], res.adv, t[:2])
 
 
 def test_constraints_and_clipping(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     x, y, t = x[4:8], y[4:8], t[4:8]
-    eps = 0.25
-    res = run_attack(strattack, fmnist_model, x, y, targets=t, eps=eps, initial_const=5.0,
-                     binary_search_steps=2, max_iterations=150)
+    eps = 0.4  # binds: without it these perturbations reach 0.5 to 1
     adv = strattack(fmnist_model, x, t, targeted=True, eps=eps, initial_const=5.0,
                     binary_search_steps=2, max_iterations=150)
-    assert adv.min() >= 0 and adv.max() <= 1  # unclipped output already in the box
-    assert ((adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all()
-    assert res.success.any()
-    assert (res.delta[~res.success] == 0).all()  # a failure is returned unchanged
+    ok = _check_finished(fmnist_model, x, adv, t, linf=eps)  # the box, the cap, the grid; failures unchanged
+    assert ok.any()  # typically 3 of 4 under this cap
+    # a per-example cap, and float research mode (off the grid, inside the caps all the same)
+    caps = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    adv = strattack(fmnist_model, x, t, targeted=True, eps=caps, initial_const=5.0, binary_search_steps=2,
+                    max_iterations=150, quantize=False)
+    assert ((adv - x).abs().flatten(1).amax(1) <= caps + 1e-6).all() and adv.min() >= 0 and adv.max() <= 1
+    assert torch.equal(_succeeds(fmnist_model, adv, t), (adv != x).flatten(1).any(1))
     # untargeted works too
-    un = run_attack("strattack", fmnist_model, x[:2], y[:2], binary_search_steps=2, max_iterations=150,
+    un = run_attack("strattack", fmnist_model, x, y, binary_search_steps=2, max_iterations=150,
                     initial_const=5.0)
-    assert un.success.all()
+    assert un.success.sum() >= 2  # typically all 4
+    _check_finished(fmnist_model, x, un.adv, y, targeted=False)
 
 
 def test_batch_equals_one_at_a_time(fmnist_model, fmnist_pairs):
-    x, y, t = fmnist_pairs
-    x, t = x[:2], t[:2]
+    """No coupling between the examples of a batch, the finish included: bit for bit in float64
+    (in float32 a batch and one-at-a-time runs differ by rounding that the grid can amplify)."""
+    x, _, t = fmnist_pairs
+    model64 = copy.deepcopy(fmnist_model).double()
+    x, t = _grid64(x[:2]), t[:2]
     kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, max_iterations=30)
-    batch = strattack(fmnist_model, x, t, **kw)
-    single = torch.cat([strattack(fmnist_model, x[i:i + 1], t[i:i + 1], **kw) for i in range(2)])
-    torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
+    batch = strattack(model64, x, t, **kw)
+    single = torch.cat([strattack(model64, x[i:i + 1], t[i:i + 1], **kw) for i in range(2)])
+    assert torch.equal(batch, single) and batch.dtype == torch.float64
+    assert (batch != x).any()
+    kw = dict(targeted=True, initial_const=5.0, search_steps=1, iterations=20)
+    batch = strattack_refine(model64, x, t, single, **kw)
+    single = torch.cat([strattack_refine(model64, x[i:i + 1], t[i:i + 1], single[i:i + 1], **kw) for i in range(2)])
+    assert torch.equal(batch, single)
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quantize):
+    x, y, _ = fmnist_pairs
+    x, t = x[:2], torch.tensor([3, 7])
+    never = _Never(fmnist_model)
+    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, max_iterations=20, quantize=quantize)
+    assert torch.equal(strattack(never, x, t, **kw), x)
+    assert torch.equal(strattack(never, x, t, refine=True, refine_search_steps=1, refine_iterations=10, **kw), x)
+    # refining a perturbation that is not adversarial returns the input, not the perturbation
+    assert torch.equal(strattack_refine(never, x, t, (x + 2 / 255).clamp(0, 1), targeted=True, search_steps=1,
+                                        iterations=10, quantize=quantize), x)
 
 
 def test_group_reporting_helpers():
@@ -205,6 +278,22 @@ def test_sigma_threshold_is_the_percentile_of_nonzeros():
 
 def test_bad_inputs_fail_loudly(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
+    training = copy.deepcopy(fmnist_model).train()
+    counter = CountingModel(fmnist_model)
+    x2, t2 = x[:2], t[:2]
+    for attack in (lambda m, x, t, **kw: strattack(m, x, t, targeted=True, **kw),
+                   lambda m, x, t, **kw: strattack_refine(m, x, t, x2, targeted=True, **kw)):
+        with pytest.raises(ValueError, match="training mode"):
+            attack(training, x2, t2)
+        with pytest.raises(ValueError, match=r"shape \(2,\)"):
+            attack(counter, x2, t2[:1])
+        with pytest.raises(TypeError, match="integer"):
+            attack(counter, x2, t2.float())
+        with pytest.raises(ValueError, match="10 classes"):
+            attack(counter, x2, torch.tensor([3, 10]))
+        with pytest.raises(ValueError, match="8-bit"):
+            attack(counter, x2 * 0.999, t2)  # off the grid: refused with quantize=True
+    assert counter.gradients == 0  # refused before any attack step
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         strattack(fmnist_model, x[:1] * 2, t[:1], targeted=True)
     with pytest.raises(ValueError, match="group indices"):

@@ -24,9 +24,19 @@
   warm-started from the last success. This is C&W's own search on c (doubling/halving tied to the
   t schedule), not a bisection, which would need a full solve per c for every t.
 Every attack here is batched; examples that are done leave the working set.
+
+Every attack ends with `ops.quantize.finish` (its own constraint as the cap: the l2 / l_inf ball of
+fgm, fgsm and the searches, none for C&W): with `quantize=True` (default) the perturbed entries end
+on the 8-bit grid and success is re-checked there; an example that does not succeed is returned
+unchanged. `min_eps_search` judges success at each grid eps on what it would return there: the
+attack's float output must succeed and, with quantize=True, so must its 8-bit finish (inside that
+eps-ball); a float success lost on the grid is a failure at that eps. (A float failure is not
+finished: a grid point costs one forward pass, not the finish's up to nine, and a lucky rounding of
+a failed attack is not counted.)
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -35,9 +45,11 @@ from torch import Tensor, nn
 
 from ..ops.losses import adversarial_loss, cw_margin_loss, is_adversarial
 from ..ops.projections import box_to_tanh, tanh_to_box
+from ..ops.quantize import finish
 from ..ops.search import BestAdversarial, TradeoffSearch
-from ..validation import check_images
-from .ifgsm import _l2_normalize, _per_example, ifgsm
+from ..validation import check_attack_call
+from .ifgsm import (_adversarial, _ball_cap, _check_norm, _finish_candidate, _ifgsm, _l2_normalize, _per_example,
+                    _report, ifgsm)
 
 __all__ = ["fgm", "fgsm", "min_eps_search", "cw_l2", "cw_linf", "default_eps_grid"]
 
@@ -51,25 +63,31 @@ def _direction(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
     return grad.sign() if norm == "linf" else _l2_normalize(grad)
 
 
-def _check_norm(norm: str) -> None:
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-
-
 def fgm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
-        eps: float | Tensor = 1.0, norm: str = "l2", loss: str = "ce") -> Tensor:
-    """One fast gradient step of l2 size (or l_inf size, norm='linf') eps, scalar or (B,)."""
-    check_images(inputs)
+        eps: float | Tensor = 1.0, norm: str = "l2", loss: str = "ce", quantize: bool = True) -> Tensor:
+    """One fast gradient step of l2 size (or l_inf size, norm='linf') eps, scalar or (B,), clipped
+    to [0, 1]; examples that do not succeed are returned unchanged.
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the eps-ball); inputs must
+    then be 8-bit images (k/255); False for float inputs.
+    """
+    check_attack_call(model, inputs, labels, quantize=quantize)
     _check_norm(norm)
-    e = _per_example(eps, inputs)
-    d = _direction(model, inputs, labels, targeted=targeted, norm=norm, loss=loss)
-    return (inputs - e * d).clamp(0, 1).detach()
+    adversarial_loss(loss)
+    x = inputs.detach()
+    e = _per_example(eps, x)
+    d = _direction(model, x, labels, targeted=targeted, norm=norm, loss=loss)
+    return finish(model, x, x - e * d, labels, targeted=targeted, quantize=quantize, **_ball_cap(norm, e))
 
 
 def fgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
-         eps: float | Tensor = 0.1, loss: str = "ce") -> Tensor:
-    """FGSM: `fgm` with the sign of the gradient (l_inf step eps)."""
-    return fgm(model, inputs, labels, targeted=targeted, eps=eps, norm="linf", loss=loss)
+         eps: float | Tensor = 0.1, loss: str = "ce", quantize: bool = True) -> Tensor:
+    """FGSM: `fgm` with the sign of the gradient (l_inf step eps).
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the l_inf ball); inputs must
+    then be 8-bit images (k/255); False for float inputs.
+    """
+    return fgm(model, inputs, labels, targeted=targeted, eps=eps, norm="linf", loss=loss, quantize=quantize)
 
 
 def default_eps_grid(norm: str, inputs: Tensor) -> tuple[float, float]:
@@ -79,19 +97,28 @@ def default_eps_grid(norm: str, inputs: Tensor) -> tuple[float, float]:
 
 
 _ATTACKS = {"fgm": fgm, "fgsm": fgsm, "ifgsm": ifgsm}
+_IFGSM_OPTIONS = {"steps": 10, "step_size": None, "loss": "ce", "early_stop": True}
 
 
 def min_eps_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
                    attack: str | Callable = "ifgsm", norm: str = "linf", search: str = "bisect",
                    grid_step: float | None = None, eps_max: float | None = None,
-                   eps_init: float | None = None, return_eps: bool = False,
+                   eps_init: float | None = None, return_eps: bool = False, quantize: bool = True,
                    **attack_kwargs) -> Tensor | tuple[Tensor, Tensor]:
     """Smallest eps on a fine grid at which `attack` (fgm, fgsm, ifgsm or any function with an
-    `eps` keyword taking a (B,) tensor) succeeds, per example; returns that adversarial input
-    (for an example that never succeeds: the attack at eps_max). Grid and modes: module docstring.
-    `norm` sets the grid and is passed to fgm/ifgsm (fgsm is always l_inf); other keywords go to
-    the attack. With `return_eps`, also returns each example's eps (inf where none succeeded)."""
-    check_images(inputs)
+    `eps` keyword taking a (B,) tensor) succeeds, per example; returns that adversarial input, and
+    the input unchanged for an example that succeeds at no eps it tried. Grid and modes: module
+    docstring. `norm` sets the grid and the ball (the finish's cap) and is passed to fgm/ifgsm (fgsm
+    is always l_inf); other keywords go to the attack (fgm/fgsm: loss; ifgsm: steps, step_size,
+    loss, early_stop). With `return_eps`, also returns each example's eps (inf where none succeeded).
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs. Success at a grid eps is judged on what would be returned:
+    the attack's float output there must succeed and, with quantize=True, so must its finish
+    (inside that eps-ball); a float success that does not survive the finish is a failure at that
+    eps, and only float successes are finished.
+    """
+    check_attack_call(model, inputs, labels, quantize=quantize)
     _check_norm(norm)
     if search not in ("scan", "bisect"):
         raise ValueError(f"search must be 'scan' or 'bisect', got {search!r}")
@@ -100,84 +127,131 @@ def min_eps_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted
         raise ValueError(f"unknown attack {attack!r} for min_eps_search; use one of {sorted(_ATTACKS)} or a function")
     if fn is fgsm:
         fn, norm = fgm, "linf"
+    known = {"loss"} if fn is fgm else set(_IFGSM_OPTIONS) if fn is ifgsm else None
+    if known is not None and set(attack_kwargs) - known:
+        raise TypeError(f"unexpected argument(s) for {getattr(fn, '__name__', fn)} in min_eps_search: "
+                        f"{', '.join(sorted(set(attack_kwargs) - known))}")
+    adversarial_loss(attack_kwargs.get("loss", "ce"))
     step0, max0 = default_eps_grid(norm, inputs)
     step = grid_step or step0
     top = int(math.floor((eps_max or max0) / step + 1e-9))
     if step <= 0 or top < 1:
         raise ValueError(f"the eps grid is empty: grid_step={step}, eps_max={eps_max or max0}")
-    b, dev = inputs.shape[0], inputs.device
+    x = inputs.detach()
+    b, dev = x.shape[0], x.device
+    if fn is ifgsm:
+        opts = {**_IFGSM_OPTIONS, **attack_kwargs}
+        if opts["steps"] < 1:
+            raise ValueError(f"steps must be >= 1, got {opts['steps']}")
+        step_size = None if opts["step_size"] is None else _per_example(opts["step_size"], x)
+    x_adv = _adversarial(model, x, labels, targeted)  # an unchanged input is judged as itself
 
     if fn is fgm:  # one gradient, then forward passes only
-        direction = _direction(model, inputs, labels, targeted=targeted, norm=norm,
+        direction = _direction(model, x, labels, targeted=targeted, norm=norm,
                                loss=attack_kwargs.get("loss", "ce"))
 
         def run(idx: Tensor, eps: Tensor) -> Tensor:
-            return (inputs[idx] - eps.view(-1, 1, 1, 1) * direction[idx]).clamp(0, 1)
-    else:
-        kw = {**attack_kwargs, "norm": norm} if fn is ifgsm else dict(attack_kwargs)
+            return x[idx] - eps.view(-1, 1, 1, 1) * direction[idx]
+    elif fn is ifgsm:
+        def run(idx: Tensor, eps: Tensor) -> Tensor:
+            e = eps.view(-1, 1, 1, 1)
+            alpha = e / opts["steps"] if step_size is None else step_size[idx]
+            return _ifgsm(model, x[idx], labels[idx], targeted=targeted, eps=e, norm=norm, steps=opts["steps"],
+                          alpha=alpha, loss=opts["loss"], early_stop=opts["early_stop"])
+    else:  # a user's attack: its float output (its own finish, if any, without quantization)
+        kw = dict(attack_kwargs)
+        if "quantize" in inspect.signature(fn).parameters:
+            kw["quantize"] = False
 
         def run(idx: Tensor, eps: Tensor) -> Tensor:
-            return fn(model, inputs[idx], labels[idx], targeted=targeted, eps=eps, **kw).detach()
+            return fn(model, x[idx], labels[idx], targeted=targeted, eps=eps, **kw).detach()
 
     if fn is fgm and search == "scan":
-        out, k = _fgm_scan(model, inputs, labels, direction, step, top, targeted=targeted)
-        eps = torch.where(k <= top, k.to(inputs.dtype) * step, torch.full_like(k, float("inf"), dtype=inputs.dtype))
-        return (out, eps) if return_eps else out
-    out = inputs.detach().clone()
-    k_lo = torch.zeros(b, dtype=torch.long, device=dev)             # largest failing grid index
-    k_hi = torch.full((b,), top + 1, dtype=torch.long, device=dev)  # smallest succeeding one
-    k_start = max(1, min(top, round((eps_init or 16 * step) / step)))
-    while True:
-        if search == "scan":
-            nxt = k_lo + 1
-            active = (k_hi > top) & (nxt <= top)
-        else:
-            unknown = k_hi > top
-            nxt = torch.where(unknown, torch.where(k_lo == 0, torch.full_like(k_lo, k_start),
-                                                   (2 * k_lo).clamp(max=top)), (k_lo + k_hi) // 2)
-            active = torch.where(unknown, k_lo < top, k_hi - k_lo > 1)
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
-            break
-        k = nxt[idx]
-        adv = run(idx, k.to(inputs.dtype) * step)
-        with torch.no_grad():
-            ok = is_adversarial(model(adv), labels[idx], targeted=targeted)
-        k_hi[idx[ok]] = k[ok]
-        k_lo[idx[~ok]] = k[~ok]
-        last = (~ok) & (k == top) & (k_hi[idx] > top)                # failed at eps_max
-        out[idx[ok | last]] = adv[ok | last]
+        out, k_hi, float_ok = _fgm_scan(model, x, labels, direction, step, top, targeted=targeted,
+                                        quantize=quantize, norm=norm, inputs_adversarial=x_adv)
+    else:
+        out = x.clone()
+        float_ok = torch.zeros(b, dtype=torch.bool, device=dev)
+        k_lo = torch.zeros(b, dtype=torch.long, device=dev)             # largest failing grid index
+        k_hi = torch.full((b,), top + 1, dtype=torch.long, device=dev)  # smallest succeeding one
+        k_start = max(1, min(top, round((eps_init or 16 * step) / step)))
+        while True:
+            if search == "scan":
+                nxt = k_lo + 1
+                active = (k_hi > top) & (nxt <= top)
+            else:
+                unknown = k_hi > top
+                nxt = torch.where(unknown, torch.where(k_lo == 0, torch.full_like(k_lo, k_start),
+                                                       (2 * k_lo).clamp(max=top)), (k_lo + k_hi) // 2)
+                active = torch.where(unknown, k_lo < top, k_hi - k_lo > 1)
+            idx = active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            k = nxt[idx]
+            eps = k.to(x.dtype) * step
+            cand, ok, f_ok = _finish_candidate(model, x[idx], run(idx, eps), labels[idx], targeted=targeted,
+                                               quantize=quantize, inputs_adversarial=x_adv[idx],
+                                               **_ball_cap(norm, eps))
+            k_hi[idx[ok]] = k[ok]
+            k_lo[idx[~ok]] = k[~ok]
+            out[idx[ok]] = cand[ok]      # the finished candidate at the smallest succeeding eps so far
+            float_ok[idx] |= f_ok
+    _report(model, float_ok)  # float success at some eps tried (eval.CountingModel's float_success)
     if return_eps:
-        eps = torch.where(k_hi <= top, k_hi.to(inputs.dtype) * step,
-                          torch.full_like(k_hi, float("inf"), dtype=inputs.dtype))
+        eps = torch.where(k_hi <= top, k_hi.to(x.dtype) * step, torch.full_like(k_hi, float("inf"), dtype=x.dtype))
         return out, eps
     return out
 
 
 def _fgm_scan(model: nn.Module, inputs: Tensor, labels: Tensor, direction: Tensor, step: float, top: int,
-              *, targeted: bool, images_per_pass: int = 2048) -> tuple[Tensor, Tensor]:
-    """Ascending scan of x - k*step*direction, k = 1..top, several grid points per forward pass;
-    each example keeps its first success (the attack at k = top if none). Returns (adv, k) with
-    k = top + 1 where none succeeded."""
-    out = (inputs - top * step * direction).clamp(0, 1)
-    found_k = torch.full((inputs.shape[0],), top + 1, dtype=torch.long, device=inputs.device)
-    idx = torch.arange(inputs.shape[0], device=inputs.device)
-    k0 = 1
+              *, targeted: bool, quantize: bool, norm: str, inputs_adversarial: Tensor,
+              entries_per_pass: int = 1 << 22) -> tuple[Tensor, Tensor, Tensor]:
+    """Ascending scan of x - k*step*direction, k = 1..top, several grid points per pass (16 per
+    example, then twice as many each pass), each judged by `_finish_candidate`: one forward pass
+    judges the float images of a pass, then the float successes are finished (inside their
+    eps-ball) in ascending eps until one survives; each example keeps its first success (the input
+    if none).
+    Returns (adv, k, float success at some k), with k = top + 1 where none succeeded."""
+    b = inputs.shape[0]
+    out = inputs.clone()
+    found_k = torch.full((b,), top + 1, dtype=torch.long, device=inputs.device)
+    float_ok = torch.zeros(b, dtype=torch.bool, device=inputs.device)
+    idx = torch.arange(b, device=inputs.device)
+    images_per_pass = max(1, min(2048, entries_per_pass // inputs[0].numel()))
+    k0, span = 1, 16  # the grid points per example of a pass double, so few are tried past a first success
     with torch.no_grad():
         while idx.numel() and k0 <= top:
-            ks = torch.arange(k0, min(k0 + max(1, images_per_pass // idx.numel()), top + 1), device=inputs.device)
-            eps = (ks.to(inputs.dtype) * step).view(1, -1, 1, 1, 1)
-            imgs = (inputs[idx, None] - eps * direction[idx, None]).clamp(0, 1)
-            n, kk = imgs.shape[:2]
-            ok = is_adversarial(model(imgs.flatten(0, 1)), labels[idx].repeat_interleave(kk),
-                                targeted=targeted).view(n, kk)
+            ks = torch.arange(k0, min(k0 + max(1, min(span, images_per_pass // idx.numel())), top + 1),
+                              device=inputs.device)
+            span *= 2
+            n, kk = idx.numel(), ks.numel()
+            eps = ks.to(inputs.dtype) * step
+            imgs = inputs[idx, None] - eps.view(1, -1, 1, 1, 1) * direction[idx, None]   # (n, kk, C, H, W)
+            rep = lambda t: t.repeat_interleave(kk, dim=0)  # noqa: E731  rows (example i, grid point j)
+            cand, ok, f_ok = _finish_candidate(model, rep(inputs[idx]), imgs.flatten(0, 1), rep(labels[idx]),
+                                               targeted=targeted, quantize=False,
+                                               inputs_adversarial=rep(inputs_adversarial[idx]),
+                                               **_ball_cap(norm, eps.repeat(n)))    # float verdicts
+            cand, ok = cand.view(n, kk, *inputs.shape[1:]), ok.view(n, kk)
+            float_ok[idx] |= f_ok.view(n, kk).any(1)
+            if quantize:  # finish the float successes in ascending eps until one survives the grid
+                pending, ok = ok, torch.zeros_like(ok)
+                while True:
+                    rows = (pending.any(1) & ~ok.any(1)).nonzero().flatten()
+                    if rows.numel() == 0:
+                        break
+                    j = pending[rows].to(torch.int8).argmax(1)
+                    cand[rows, j], ok[rows, j], _ = _finish_candidate(
+                        model, inputs[idx[rows]], imgs[rows, j], labels[idx[rows]], targeted=targeted, quantize=True,
+                        inputs_adversarial=inputs_adversarial[idx[rows]], **_ball_cap(norm, eps[j]))
+                    pending[rows, j] = False
             hit = ok.any(1)
             first = ok.to(torch.int8).argmax(1)
-            out[idx[hit]] = imgs[hit, first[hit]]
+            out[idx[hit]] = cand[hit, first[hit]]
             found_k[idx[hit]] = ks[first[hit]]
             idx = idx[~hit]
             k0 += kk
-    return out.detach(), found_k
+    return out, found_k, float_ok
 
 
 class _Adam:
@@ -210,9 +284,14 @@ class _Adam:
 
 def cw_l2(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
           initial_const: float = 1e-3, binary_search_steps: int = 9, max_iterations: int = 1000,
-          learning_rate: float = 0.01, kappa: float = 0.0, abort_early: bool = True) -> Tensor:
-    """Batched C&W-l2 (module docstring). Examples without a success are returned unchanged."""
-    check_images(inputs)
+          learning_rate: float = 0.01, kappa: float = 0.0, abort_early: bool = True,
+          quantize: bool = True) -> Tensor:
+    """Batched C&W-l2 (module docstring). Examples without a success are returned unchanged.
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs.
+    """
+    check_attack_call(model, inputs, labels, quantize=quantize)
     if binary_search_steps < 1 or max_iterations < 1:
         raise ValueError("binary_search_steps and max_iterations must be >= 1")
     b = inputs.shape[0]
@@ -250,16 +329,21 @@ def cw_l2(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
                 last = loss.detach()
                 w = opt.step(w, grad)
         search.update(found)
-    return best.adv
+    return finish(model, inputs, best.adv, labels, targeted=targeted, quantize=quantize)
 
 
 def cw_linf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
             initial_const: float = 1e-5, largest_const: float = 20.0, const_factor: float = 2.0,
             reduce_const: bool = True, decrease_factor: float = 0.9, tau_min: float = 1 / 256,
-            max_iterations: int = 1000, learning_rate: float = 5e-3, kappa: float = 0.0) -> Tensor:
+            max_iterations: int = 1000, learning_rate: float = 5e-3, kappa: float = 0.0,
+            quantize: bool = True) -> Tensor:
     """Batched C&W-l_inf (module docstring). Returns each example's last success (the smallest
-    t reached); examples that never succeed are returned unchanged."""
-    check_images(inputs)
+    t reached); examples that never succeed are returned unchanged.
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs.
+    """
+    check_attack_call(model, inputs, labels, quantize=quantize)
     if max_iterations < 1 or not 0 < decrease_factor < 1 or const_factor <= 1:
         raise ValueError("need max_iterations >= 1, 0 < decrease_factor < 1 and const_factor > 1")
     b, dev = inputs.shape[0], inputs.device
@@ -267,8 +351,8 @@ def cw_linf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool 
     rows = torch.arange(b, device=dev)
     x, lab = inputs, labels
     w = box_to_tanh(inputs)
-    const = torch.full((b,), float(initial_const), device=dev)
-    tau = torch.ones(b, device=dev)
+    const = torch.full((b,), float(initial_const), device=dev, dtype=inputs.dtype)
+    tau = torch.ones(b, device=dev, dtype=inputs.dtype)
     its = torch.zeros(b, dtype=torch.long, device=dev)   # iterations in the current subproblem
     opt = _Adam(w, learning_rate)
     while rows.numel():
@@ -303,4 +387,4 @@ def cw_linf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool 
             if not keep.all():
                 rows, x, lab, w, const, tau, its = (t[keep] for t in (rows, x, lab, w, const, tau, its))
                 opt.keep(keep)
-    return out
+    return finish(model, inputs, out, labels, targeted=targeted, quantize=quantize)

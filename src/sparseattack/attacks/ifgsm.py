@@ -5,6 +5,10 @@ iterations of eps/10), each projected back to the eps-ball around x and to the [
 cross-entropy toward the target (targeted) or away from the label (untargeted). `eps` may be a
 scalar or a per-example (B,) tensor so that a grid search over eps advances all examples together.
 With `early_stop`, an example freezes at the first iterate that is adversarial.
+
+The result goes through `ops.quantize.finish` with the eps-ball as its cap (l_inf: `linf_cap=eps`,
+l2: `l2_cap=eps`): with `quantize=True` (default) the perturbed entries end on the 8-bit grid inside
+the ball and success is re-checked there; an example that does not succeed is returned unchanged.
 """
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ from torch import Tensor, nn
 
 from ..ops.losses import adversarial_loss, is_adversarial
 from ..ops.projections import project_linf
-from ..validation import check_images
+from ..ops.quantize import finish
+from ..validation import check_attack_call
+
+__all__ = ["ifgsm"]
 
 
 def _per_example(value: float | Tensor, x: Tensor) -> Tensor:
@@ -35,18 +42,73 @@ def _project_l2(delta: Tensor, eps: Tensor) -> Tensor:
     return delta * torch.clamp(eps / norm.clamp_min(1e-12), max=1.0)
 
 
-def ifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
-          eps: float | Tensor = 0.03, norm: str = "linf", steps: int = 10,
-          step_size: float | Tensor | None = None, loss: str = "ce", early_stop: bool = True) -> Tensor:
-    """Batched I-FGSM/I-FGM. Returns adversarial inputs in [0, 1] with ||adv - x||_norm <= eps."""
-    check_images(inputs)
+def _check_norm(norm: str) -> None:
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def _ball_cap(norm: str, eps: Tensor) -> dict:
+    """The finish's cap for an eps-ball of this norm: {'linf_cap': eps} or {'l2_cap': eps}, (B,)."""
+    return {"linf_cap" if norm == "linf" else "l2_cap": eps.flatten()}
+
+
+class _Quiet:
+    """Calls `model` and keeps the float success `ops.quantize.finish` reports instead of passing it
+    on, for searches (over eps, over k) that finish many candidates and report once, for what they
+    return (`_report`)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.float_success: Tensor | None = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def report_finish(self, float_success: Tensor) -> None:
+        self.float_success = float_success
+
+
+def _finish_candidate(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, targeted: bool,
+                      quantize: bool, inputs_adversarial: Tensor,
+                      **caps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One candidate of a search (over eps or k) through `ops.quantize.finish`, judged on what the
+    search would return: (finished output, its success, the float success). A candidate succeeds
+    when its float image (clipped to the box and `caps`, per-example (B,) tensors) succeeds and,
+    with `quantize`, its 8-bit finish does too; an unchanged output is judged as the input
+    (`inputs_adversarial`). Only float successes are finished on the grid: the finish costs up to
+    len(scales) + 3 forward passes, a float check one (most candidates of a search fail)."""
+    caps = {key: cap for key, cap in caps.items() if cap is not None}
+    quiet = _Quiet(model)
+    out = finish(quiet, inputs, adv, labels, targeted=targeted, quantize=False, **caps)
+    changed = (out != inputs).flatten(1).any(1)
+    float_ok = changed | inputs_adversarial if quiet.float_success is None else quiet.float_success
+    if quantize:
+        rows = (changed & float_ok).nonzero().flatten()
+        out = inputs.clone()
+        if rows.numel():
+            out[rows] = finish(quiet, inputs[rows], adv[rows], labels[rows], targeted=targeted, quantize=True,
+                               **{key: cap[rows] for key, cap in caps.items()})
+        changed = (out != inputs).flatten(1).any(1)
+    return out, changed | inputs_adversarial, float_ok
+
+
+def _adversarial(model: nn.Module, inputs: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    with torch.no_grad():
+        return is_adversarial(model(inputs), labels, targeted=targeted)
+
+
+def _report(model: nn.Module, float_success: Tensor) -> None:
+    """Tell the model (eval.CountingModel) the float success of a search's result, as
+    `ops.quantize.finish` does for one candidate."""
+    report = getattr(model, "report_finish", None)
+    if callable(report):
+        report(float_success)
+
+
+def _ifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, eps: Tensor, norm: str,
+           steps: int, alpha: Tensor, loss: str, early_stop: bool) -> Tensor:
+    """The iterations (no checks, no finish): the float x + delta inside the eps-ball and the box."""
     loss_fn = adversarial_loss(loss)
-    eps_t = _per_example(eps, inputs)
-    alpha = eps_t / steps if step_size is None else _per_example(step_size, inputs)
     delta = torch.zeros_like(inputs)
     active = torch.ones(inputs.shape[0], dtype=torch.bool, device=inputs.device)
     for _ in range(steps):
@@ -62,8 +124,31 @@ def ifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
         with torch.no_grad():
             direction = grad.sign() if norm == "linf" else _l2_normalize(grad)
             step = d - alpha[idx] * direction
-            step = project_linf(step, eps_t[idx].flatten()) if norm == "linf" else _project_l2(step, eps_t[idx])
+            step = project_linf(step, eps[idx].flatten()) if norm == "linf" else _project_l2(step, eps[idx])
             new = (inputs[idx] + step).clamp(0, 1) - inputs[idx]
             keep = done[:, None, None, None] if early_stop else torch.zeros_like(new[:, :1, :1, :1], dtype=torch.bool)
             delta[idx] = torch.where(keep, d.detach(), new)
-    return (inputs + delta).clamp(0, 1).detach()
+    return (inputs + delta).detach()
+
+
+def ifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
+          eps: float | Tensor = 0.03, norm: str = "linf", steps: int = 10,
+          step_size: float | Tensor | None = None, loss: str = "ce", early_stop: bool = True,
+          quantize: bool = True) -> Tensor:
+    """Batched I-FGSM/I-FGM. Returns adversarial inputs in [0, 1] with ||adv - x||_norm <= eps
+    (eps a scalar or (B,)); examples that do not succeed are returned unchanged.
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the eps-ball); inputs must
+    then be 8-bit images (k/255); False for float inputs.
+    """
+    check_attack_call(model, inputs, labels, quantize=quantize)
+    _check_norm(norm)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    adversarial_loss(loss)
+    x = inputs.detach()
+    eps_t = _per_example(eps, x)
+    alpha = eps_t / steps if step_size is None else _per_example(step_size, x)
+    adv = _ifgsm(model, x, labels, targeted=targeted, eps=eps_t, norm=norm, steps=steps, alpha=alpha,
+                 loss=loss, early_stop=early_stop)
+    return finish(model, x, adv, labels, targeted=targeted, quantize=quantize, **_ball_cap(norm, eps_t))

@@ -62,6 +62,12 @@ paper preset was run on: mean l2 over the paper preset's 1.17x with step 0.05 an
 steps, 1.04x with step 0.1, 100 delta steps and 500 refinement steps, at 64% ASR for k = 39).
 Measured afterwards on 90 pairs (10 images x 9 targets, k = 80): 100% ASR for both presets, mean
 l2 fast/paper = 0.997, 44.5x fewer gradient evaluations (benchmarks/results/sapf_fmnist.md).
+
+The result goes through `ops.quantize.finish` with the optional `eps` as its l_inf cap: with
+`quantize=True` (default) the perturbed entries end on the 8-bit grid while every unperturbed
+entry stays exactly the input's (so l0 <= k still holds), success is re-checked on that 8-bit
+image, and an example that does not succeed is returned unchanged. `sapf_min_k` finishes the
+output of every k it tries and bisects on the success of that finished output.
 """
 from __future__ import annotations
 
@@ -76,8 +82,10 @@ from torch import Tensor, nn
 from ..ops.groups import grid_segments, group_topk_mask, segment_soft_threshold, superpixel_segments
 from ..ops.losses import adversarial_loss, is_adversarial
 from ..ops.projections import project_box, project_l2_sphere, topk_mask
+from ..ops.quantize import finish
 from ..ops.search import BestAdversarial, TradeoffSearch
-from ..validation import check_images, resolve_k
+from ..validation import check_attack_call, resolve_k
+from .ifgsm import _adversarial, _finish_candidate, _per_example, _report
 
 __all__ = ["sapf", "sapf_gs", "sapf_vi", "sapf_min_k", "SAPFSchedule", "PRESETS", "imperceptibility_weights"]
 
@@ -214,7 +222,7 @@ def _delta_steps(prob: _Problem, delta: Tensor, G: Tensor, sched: SAPFSchedule, 
     delta = delta.clone()
     succeeded = torch.zeros(delta.shape[0], dtype=torch.bool, device=delta.device)
     active = torch.arange(delta.shape[0], device=delta.device)
-    prev = torch.full((delta.shape[0],), float("inf"), device=delta.device)
+    prev = torch.full((delta.shape[0],), float("inf"), device=delta.device, dtype=delta.dtype)
     check = max(1, steps // 10)
     sub, d, g = prob, delta.clone(), G
     for step in range(steps):
@@ -249,7 +257,7 @@ def _g_admm(prob: _Problem, delta: Tensor, G: Tensor, k: Tensor, sched: SAPFSche
     n = G[0].numel()
     kf = k.to(G.dtype)
     z1, z2, zg = torch.zeros_like(G), torch.zeros_like(G), torch.zeros_like(G)
-    z3 = torch.zeros(G.shape[0], device=G.device)
+    z3 = torch.zeros(G.shape[0], device=G.device, dtype=G.dtype)
     rho, rho_g = state["rho"], state["rho_group"]
     grouped = prob.grouped
     opt = _Optimizer(sched, G, state["t_g"], kind="sgd")
@@ -311,22 +319,42 @@ def _resolve_segments(groups, inputs: Tensor, n_segments: int, grid_size: int | 
 
 def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float,
          granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
-         loss: str = "cw", kappa: float = 0.0, eps: float | None = None,
+         loss: str = "cw", kappa: float = 0.0, eps: float | Tensor | None = None,
          weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
-         n_segments: int = 350, grid_size: int | None = None, **schedule_overrides) -> Tensor:
+         n_segments: int = 350, grid_size: int | None = None, quantize: bool = True,
+         **schedule_overrides) -> Tensor:
     """SAPF (Eq. 3) / SAPF-GS (Eq. 16) / SAPF-VI (Eq. 17), batched over (image, target) pairs.
 
-    k: the number of perturbed entries ('element') or pixels ('pixel'), or a fraction in (0, 1].
+    k: the number of perturbed entries ('element') or pixels ('pixel'), or a fraction in (0, 1]
+    (or a (B,) tensor of counts).
     lambda_init: initial lambda_1 (default: the preset's; the paper's is 0.01 on ImageNet-size
     inputs, else 0.001, Sec. 4.1).
-    loss: 'cw' (margin on logits, confidence kappa) or 'ce'.  eps: optional l_inf cap on delta.
+    loss: 'cw' (margin on logits, confidence kappa) or 'ce'.  eps: optional l_inf cap on delta
+    (a scalar or (B,)).
     weights: SAPF-VI weights, a strategy name (see `imperceptibility_weights`) or a tensor.
     groups, lambda2: SAPF-GS groups ('superpixels' (SLIC, `n_segments`), 'grid' or a segment map)
     and their weight. Extra keyword arguments override fields of the schedule `preset`.
+    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the eps cap, on the
+    perturbed entries only); inputs must then be 8-bit images (k/255); False for float inputs.
     Returns x + delta * G with at most k perturbed entries (pixels) per example, in [0, 1];
     examples with no success are returned unchanged.
     """
-    check_images(inputs)
+    check_attack_call(model, inputs, labels, quantize=quantize)
+    adv, cap = _sapf(model, inputs.detach(), labels, targeted=targeted, k=k, granularity=granularity,
+                     preset=preset, lambda_init=lambda_init, loss=loss, kappa=kappa, eps=eps, weights=weights,
+                     groups=groups, lambda2=lambda2, n_segments=n_segments, grid_size=grid_size,
+                     **schedule_overrides)
+    return finish(model, inputs, adv, labels, targeted=targeted, quantize=quantize, linf_cap=cap)
+
+
+def _sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, k: int | float | Tensor,
+          granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
+          loss: str = "cw", kappa: float = 0.0, eps: float | Tensor | None = None,
+          weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
+          n_segments: int = 350, grid_size: int | None = None,
+          **schedule_overrides) -> tuple[Tensor, Tensor | None]:
+    """SAPF's argument checks and Algorithm 1 with the lambda_1 search, without the call checks and
+    the finish: (the float result, the l_inf cap per example or None)."""
     if granularity not in ("element", "pixel"):
         raise ValueError(f"granularity must be 'element' or 'pixel', got {granularity!r}")
     sched = PRESETS[preset] if isinstance(preset, str) and preset in PRESETS else preset
@@ -337,8 +365,11 @@ def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = F
         if unknown:
             raise TypeError(f"unexpected SAPF argument(s): {', '.join(sorted(unknown))}")
         sched = replace(sched, **schedule_overrides)
-    if eps is not None and not eps > 0:
-        raise ValueError(f"eps (l_inf cap) must be positive, got {eps}")
+    cap = None
+    if eps is not None:
+        cap = _per_example(eps, inputs)
+        if not (cap > 0).all():
+            raise ValueError(f"eps (l_inf cap) must be positive, got {eps}")
     b, c, h, w = inputs.shape
     gshape = (c, h, w) if granularity == "element" else (1, h, w)
     n = math.prod(gshape)
@@ -358,15 +389,16 @@ def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = F
     if lambda2 < 0:
         raise ValueError(f"lambda2 must be >= 0, got {lambda2}")
 
+    loss_fn = adversarial_loss(loss)
     x = inputs.detach()
-    lo = -x if eps is None else torch.clamp(-x, min=-eps)
-    hi = 1 - x if eps is None else torch.clamp(1 - x, max=eps)
+    lo = -x if cap is None else torch.maximum(-x, -cap)
+    hi = 1 - x if cap is None else torch.minimum(1 - x, cap)
     search = TradeoffSearch(lambda_init, b, device=x.device, lower_bound=sched.lambda_bounds[0],
                             upper_bound=sched.lambda_bounds[1])
     best = BestAdversarial(x)
-    full = _Problem(model, x, labels, targeted, adversarial_loss(loss), kappa, weight.pow(2), lo, hi,
+    full = _Problem(model, x, labels, targeted, loss_fn, kappa, weight.pow(2), lo, hi,
                     search.const, segments, lambda2)
-    G_all = torch.ones(b, *gshape, device=x.device)
+    G_all = torch.ones(b, *gshape, device=x.device, dtype=x.dtype)
     delta_all = torch.zeros_like(x)
     rows = torch.arange(b, device=x.device)
 
@@ -375,7 +407,7 @@ def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = F
         if sched.warm_start:  # continue from the previous search step's G and delta
             G, delta = G_all[rows], delta_all[rows]
         else:                 # Algorithm 1, line 1: G = 1, delta = 0
-            G, delta = torch.ones(rows.numel(), *gshape, device=x.device), torch.zeros_like(x[rows])
+            G, delta = torch.ones(rows.numel(), *gshape, device=x.device, dtype=x.dtype), torch.zeros_like(x[rows])
         state = _init_state(rows.numel(), sched, x.device)
         for _ in range(sched.outer_iters):                                       # Algorithm 1
             delta, _ = _delta_steps(prob, delta, G, sched, sched.delta_steps, state)  # Step 1
@@ -389,38 +421,59 @@ def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = F
         search.update(success, rows)
         if sched.warm_start:
             G_all[rows], delta_all[rows] = G, delta
-    return best.adv
+    return best.adv, None if cap is None else cap.flatten()
 
 
 def sapf_gs(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float,
-            lambda2: float = 0.1, groups: str | Tensor = "superpixels", **kwargs) -> Tensor:
+            lambda2: float = 0.1, groups: str | Tensor = "superpixels", quantize: bool = True, **kwargs) -> Tensor:
     """SAPF-GS (Eq. 16): SAPF with the group-sparsity term lambda_2 sum_i ||G^i||_2 over SLIC
-    superpixels (350 segments on ImageNet-size images, Sec. 4.3), a grid, or given segments."""
-    return sapf(model, inputs, labels, targeted=targeted, k=k, groups=groups, lambda2=lambda2, **kwargs)
+    superpixels (350 segments on ImageNet-size images, Sec. 4.3), a grid, or given segments.
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs."""
+    return sapf(model, inputs, labels, targeted=targeted, k=k, groups=groups, lambda2=lambda2,
+                quantize=quantize, **kwargs)
 
 
 def sapf_vi(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float,
-            weights: str | Tensor = "variance", **kwargs) -> Tensor:
-    """SAPF-VI (Eq. 17): distortion weighted by w (Sec. 4.3: 'uniform', 'variance', 'variance-mean')."""
-    return sapf(model, inputs, labels, targeted=targeted, k=k, weights=weights, **kwargs)
+            weights: str | Tensor = "variance", quantize: bool = True, **kwargs) -> Tensor:
+    """SAPF-VI (Eq. 17): distortion weighted by w (Sec. 4.3: 'uniform', 'variance', 'variance-mean').
+    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
+    (k/255); False for float inputs."""
+    return sapf(model, inputs, labels, targeted=targeted, k=k, weights=weights, quantize=quantize, **kwargs)
+
+
+def _rows_of(value, rows: Tensor, b: int, per_example_dims: tuple[int, ...]):
+    """A per-example tensor argument (first dimension the batch, `dim()` in per_example_dims)
+    restricted to `rows`; anything else unchanged."""
+    if isinstance(value, Tensor) and value.dim() in per_example_dims and value.shape[0] == b:
+        return value[rows.to(value.device)]
+    return value
 
 
 def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
-               k_max: int | float = 1.0, granularity: str = "element", **kwargs) -> tuple[Tensor, Tensor]:
+               k_max: int | float = 1.0, granularity: str = "element", quantize: bool = True,
+               **kwargs) -> tuple[Tensor, Tensor]:
     """Per pair, the smallest k at which SAPF still succeeds, by bisection over k in [1, k_max].
 
     Returns (adversarial inputs at that k, k per pair); pairs that fail even at k_max are returned
-    unchanged with k = -1. Success is judged on the clipped output by a separate forward pass.
+    unchanged with k = -1. quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must
+    then be 8-bit images (k/255); False for float inputs. The output of every k tried is finished
+    and the bisection judges success on that finished output (what would be returned).
     """
-    check_images(inputs)
+    check_attack_call(model, inputs, labels, quantize=quantize)
+    if granularity not in ("element", "pixel"):
+        raise ValueError(f"granularity must be 'element' or 'pixel', got {granularity!r}")
     c, h, w = inputs.shape[1:]
     n = c * h * w if granularity == "element" else h * w
-    kmax = resolve_k(k_max, n)
-    b = inputs.shape[0]
-    lo = torch.zeros(b, dtype=torch.long, device=inputs.device)       # largest failing k
-    hi = torch.full((b,), kmax, dtype=torch.long, device=inputs.device)  # smallest succeeding k
-    best = inputs.detach().clone()
-    found = torch.zeros(b, dtype=torch.bool, device=inputs.device)
+    kmax = resolve_k(k_max, n, what="entries" if granularity == "element" else "pixels")
+    x = inputs.detach()
+    b = x.shape[0]
+    x_adv = _adversarial(model, x, labels, targeted)
+    lo = torch.zeros(b, dtype=torch.long, device=x.device)       # largest failing k
+    hi = torch.full((b,), kmax, dtype=torch.long, device=x.device)  # smallest succeeding k
+    best = x.clone()
+    found = torch.zeros(b, dtype=torch.bool, device=x.device)
+    float_ok = torch.zeros(b, dtype=torch.bool, device=x.device)
     first = True
     while True:
         todo = (hi - lo > 1) | (first & ~found)
@@ -428,16 +481,19 @@ def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
             break
         rows = todo.nonzero().flatten()
         k_try = hi[rows] if first else (lo[rows] + hi[rows]) // 2
-        adv = sapf(model, inputs[rows], labels[rows], targeted=targeted, k=k_try,
-                   granularity=granularity, **kwargs)
-        with torch.no_grad():
-            ok = is_adversarial(model(adv), labels[rows], targeted=targeted)
+        kw = {key: _rows_of(v, rows, b, {"eps": (1,), "weights": (4,), "groups": (3,)}.get(key, ()))
+              for key, v in kwargs.items()}
+        adv, cap = _sapf(model, x[rows], labels[rows], targeted=targeted, k=k_try, granularity=granularity, **kw)
+        cand, ok, f_ok = _finish_candidate(model, x[rows], adv, labels[rows], targeted=targeted, quantize=quantize,
+                                           inputs_adversarial=x_adv[rows], linf_cap=cap)
+        float_ok[rows] |= f_ok
         if first:
             found[rows] = ok
             lo[rows[~ok]] = hi[rows[~ok]]  # never succeeded: stop searching this pair
         else:
             hi[rows[ok]] = k_try[ok]
             lo[rows[~ok]] = k_try[~ok]
-        best[rows[ok]] = adv[ok]
+        best[rows[ok]] = cand[ok]
         first = False
+    _report(model, float_ok)
     return best, torch.where(found, hi, torch.full_like(hi, -1))

@@ -42,6 +42,12 @@ Choices the paper leaves open (all parameters below):
 - Where the authors' code departs from the equations we follow the equations: its z-step weighs
   a' twice over eta_k + 4 rho, and its refinement uses rho/(rho + gamma/100), a constant eta and
   the gradient at delta instead of z (adv-lib's `str_attack` copies the code).
+
+The result goes through `ops.quantize.finish` with `eps` as its l_inf cap: with `quantize=True`
+(default) the perturbed entries end on the 8-bit grid (zeros stay zeros, so the group support never
+grows) and success is re-checked there; an example that does not succeed is returned unchanged.
+With refinement, an example whose refined result does not survive the finish falls back to its
+unrefined result, finished the same way.
 """
 from __future__ import annotations
 
@@ -53,9 +59,10 @@ from torch import Tensor, nn
 
 from ..ops.groups import groups_touched, sliding_window_groups, window_sq_sums
 from ..ops.losses import cw_margin_loss, is_adversarial
+from ..ops.quantize import finish
 from ..ops.search import BestAdversarial, TradeoffSearch
-from ..validation import check_images
-from .ifgsm import _per_example
+from ..validation import check_attack_call, check_images
+from .ifgsm import _Quiet, _per_example, _report
 
 __all__ = ["strattack", "strattack_refine", "group_index", "group_grid_shape", "group_map",
            "nonzero_groups", "sigma_threshold", "default_groups", "default_const"]
@@ -132,10 +139,10 @@ def sigma_threshold(delta: Tensor, quantile: float = 0.03) -> Tensor:
     return torch.where(nnz > 0, sigma, torch.zeros_like(sigma))
 
 
-def _bounds(inputs: Tensor, eps: float | Tensor) -> tuple[Tensor, Tensor]:
-    """Entrywise bounds of w in (11): max(-x0, -eps) <= w <= min(1 - x0, eps)."""
-    e = _per_example(eps, inputs)
-    return torch.maximum(-inputs, -e), torch.minimum(1 - inputs, e)
+def _bounds(inputs: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    """Entrywise bounds of w in (11): max(-x0, -eps) <= w <= min(1 - x0, eps); eps (B, 1, 1, 1)
+    from `_per_example`."""
+    return torch.maximum(-inputs, -eps), torch.minimum(1 - inputs, eps)
 
 
 class _Rows:
@@ -311,76 +318,130 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
               overlap: bool = False, groups: Tensor | None = None, overlap_z_step: str = "entrywise",
               scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, refine: bool = False,
               sigma_quantile: float = 0.03, refine_search_steps: int = 4,
-              refine_iterations: int = 400) -> Tensor:
+              refine_iterations: int = 400, quantize: bool = True) -> Tensor:
     """Batched StrAttack (problem (2) by ADMM (9)-(15); overlapping groups (16)-(18) when the
     windows overlap; with `refine`, Sec. 4.2's refinement (19)-(22) of each success).
 
     Groups: `groups` (a (G, M) window index) or `group_size`/`stride` (default: Appendix F for
-    the image size, `overlap` picks 3x3 stride 2). Returns adversarial inputs in [0, 1]; an
-    example with no success is returned unchanged.
+    the image size, `overlap` picks 3x3 stride 2). eps: the l_inf cap of (2), a scalar or (B,).
+    Returns adversarial inputs in [0, 1]; an example with no success is returned unchanged.
+    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the eps cap); inputs must
+    then be 8-bit images (k/255); False for float inputs.
     """
-    check_images(inputs)
+    check_attack_call(model, inputs, labels, quantize=quantize)
     if binary_search_steps < 1 or max_iterations < 1:
         raise ValueError("binary_search_steps and max_iterations must be >= 1")
     if overlap_z_step not in ("entrywise", "copies"):
         raise ValueError(f"overlap_z_step must be 'entrywise' or 'copies', got {overlap_z_step!r}")
     if min(rho, eta) <= 0 or min(tau, gamma, kappa) < 0:
         raise ValueError("rho and eta must be positive, tau, gamma and kappa non-negative")
-    b, ch, h, w = inputs.shape
-    windows = group_index(h, w, group_size=group_size, stride=stride, overlap=overlap, device=inputs.device) \
-        if groups is None else _check_windows(groups.to(inputs.device), h, w)
+    if refine and not 0 <= sigma_quantile < 1:
+        raise ValueError(f"sigma_quantile must be in [0, 1), got {sigma_quantile}")
+    x = inputs.detach()
+    b, ch, h, w = x.shape
+    windows = group_index(h, w, group_size=group_size, stride=stride, overlap=overlap, device=x.device) \
+        if groups is None else _check_windows(groups.to(x.device), h, w)
     c0 = default_const(ch, h, w) if initial_const is None else initial_const
-    lo, hi = _bounds(inputs, eps)
-    search = TradeoffSearch(c0, b, device=inputs.device, scale_up=scale_up)
-    best = BestAdversarial(inputs)
-    index = torch.arange(b, device=inputs.device)
+    cap = _per_example(eps, x)
+    lo, hi = _bounds(x, cap)
+    search = TradeoffSearch(c0, b, device=x.device, scale_up=scale_up)
+    best = BestAdversarial(x)
+    index = torch.arange(b, device=x.device)
     opts = dict(targeted=targeted, kappa=kappa, rho=rho, eta=eta, tau=tau, gamma=gamma,
                 iterations=max_iterations, copies=overlap_z_step == "copies", abort_early=abort_early,
                 patience=patience)
-    _search(lambda c: _admm_groups(model, inputs, labels, c, lo, hi, windows, best, index, **opts),
+    _search(lambda c: _admm_groups(model, x, labels, c, lo, hi, windows, best, index, **opts),
             search, binary_search_steps)
     if not refine or not best.found.any():
-        return best.adv
+        return finish(model, x, best.adv, labels, targeted=targeted, quantize=quantize, linf_cap=cap.flatten())
     # refinement starts its search at the smallest successful c of the main search
     c_ref = torch.where(search.upper < search.upper_bound, search.upper, search.const)
-    return strattack_refine(model, inputs, labels, best.adv, targeted=targeted, initial_const=c_ref,
-                            search_steps=refine_search_steps, iterations=refine_iterations, kappa=kappa,
-                            rho=rho, eta=eta, gamma=gamma, eps=eps, sigma_quantile=sigma_quantile,
-                            scale_up=scale_up, abort_early=abort_early, patience=patience)
+    refined = _refine(model, x, labels, best.adv, targeted=targeted, initial_const=c_ref,
+                      search_steps=refine_search_steps, iterations=refine_iterations, kappa=kappa, rho=rho,
+                      eta=eta, gamma=gamma, lo=lo, hi=hi, sigma_quantile=sigma_quantile, scale_up=scale_up,
+                      abort_early=abort_early, patience=patience)
+    return _finish_refined(model, x, refined, best.adv, labels, targeted=targeted, quantize=quantize,
+                           cap=cap.flatten())
 
 
 def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tensor, *, targeted: bool = False,
                      initial_const: float | Tensor | None = None, search_steps: int = 4, iterations: int = 400,
                      kappa: float = 0.0, rho: float = 1.0, eta: float = 5.0, gamma: float = 1.0,
                      eps: float | Tensor = 1.0, sigma_quantile: float = 0.03, scale_up: float = 5.0,
-                     abort_early: bool = True, patience: int = 2) -> Tensor:
+                     abort_early: bool = True, patience: int = 2, quantize: bool = True) -> Tensor:
     """Refined StrAttack (Sec. 4.2) of any adversarial `adv`: sigma-sparse support (19) of
     delta* = adv - inputs, then ADMM (21)-(22) for problem (20) on that fixed support with a search
     over c. Each example whose refinement succeeds gets it (support within delta*'s); the others
-    keep `adv`. With gamma = 0 this is Table 2's l_inf-bounded refined attack."""
-    check_images(inputs)
+    keep `adv`. With gamma = 0 this is Table 2's l_inf-bounded refined attack.
+
+    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the eps cap); inputs must
+    then be 8-bit images (k/255); False for float inputs. A refined result that does not survive
+    the finish falls back to `adv`, finished the same way; an example where neither succeeds is
+    returned unchanged (`inputs`).
+    """
+    check_attack_call(model, inputs, labels, quantize=quantize)
     check_images(adv, name="adv")
     if adv.shape != inputs.shape:
         raise ValueError(f"adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(adv.shape)}")
     if not 0 <= sigma_quantile < 1:
         raise ValueError(f"sigma_quantile must be in [0, 1), got {sigma_quantile}")
-    b, ch, h, w = inputs.shape
-    delta_star = (adv - inputs).detach()
+    if min(rho, eta) <= 0 or min(gamma, kappa) < 0:
+        raise ValueError("rho and eta must be positive, gamma and kappa non-negative")
+    if search_steps < 1 or iterations < 1:
+        raise ValueError("search_steps and iterations must be >= 1")
+    x, adv = inputs.detach(), adv.detach().to(inputs.dtype)
+    cap = _per_example(eps, x)
+    lo, hi = _bounds(x, cap)
+    refined = _refine(model, x, labels, adv, targeted=targeted, initial_const=initial_const,
+                      search_steps=search_steps, iterations=iterations, kappa=kappa, rho=rho, eta=eta,
+                      gamma=gamma, lo=lo, hi=hi, sigma_quantile=sigma_quantile, scale_up=scale_up,
+                      abort_early=abort_early, patience=patience)
+    return _finish_refined(model, x, refined, adv, labels, targeted=targeted, quantize=quantize,
+                           cap=cap.flatten())
+
+
+def _refine(model: nn.Module, x: Tensor, labels: Tensor, adv: Tensor, *, targeted: bool,
+            initial_const: float | Tensor | None, search_steps: int, iterations: int, kappa: float, rho: float,
+            eta: float, gamma: float, lo: Tensor, hi: Tensor, sigma_quantile: float, scale_up: float,
+            abort_early: bool, patience: int) -> Tensor:
+    """The refinement (19)-(22) without checks or finish: `adv` with each refined success in place."""
+    b, ch, h, w = x.shape
+    delta_star = adv - x
     sigma = sigma_threshold(delta_star, sigma_quantile)
-    free = (delta_star.abs() > sigma.view(-1, 1, 1, 1)).to(inputs.dtype)                # complement of S_sigma
+    free = (delta_star.abs() > sigma.view(-1, 1, 1, 1)).to(x.dtype)                # complement of S_sigma
     idx = free.flatten(1).any(1).nonzero().flatten()
-    out = adv.detach().clone()
+    out = adv.clone()
     if idx.numel() == 0:
         return out
     if initial_const is None:
         initial_const = default_const(ch, h, w)
     c0 = initial_const[idx] if isinstance(initial_const, Tensor) else initial_const
-    lo, hi = _bounds(inputs, eps)
-    best = BestAdversarial(inputs)
-    search = TradeoffSearch(c0, idx.numel(), device=inputs.device, scale_up=scale_up)
+    best = BestAdversarial(x)
+    search = TradeoffSearch(c0, idx.numel(), device=x.device, scale_up=scale_up)
     opts = dict(targeted=targeted, kappa=kappa, rho=rho, eta=eta, gamma=gamma, iterations=iterations,
                 abort_early=abort_early, patience=patience)
-    _search(lambda c: _admm_refine(model, inputs[idx], labels[idx], c, lo[idx], hi[idx], delta_star[idx],
+    _search(lambda c: _admm_refine(model, x[idx], labels[idx], c, lo[idx], hi[idx], delta_star[idx],
                                    free[idx], best, idx, **opts), search, search_steps)
     out[best.found] = best.adv[best.found]
+    return out
+
+
+def _finish_refined(model: nn.Module, x: Tensor, refined: Tensor, unrefined: Tensor, labels: Tensor, *,
+                    targeted: bool, quantize: bool, cap: Tensor) -> Tensor:
+    """`ops.quantize.finish` of the refined result; where it fails and the unrefined result differs,
+    finish that instead (the refined support is a subset of the unrefined one, so rounding may cost
+    the refined result a success the unrefined one keeps). One float success is reported."""
+    quiet = _Quiet(model)
+    out = finish(quiet, x, refined, labels, targeted=targeted, quantize=quantize, linf_cap=cap)
+    float_ok = quiet.float_success
+    retry = ((out == x).flatten(1).all(1) & (refined != unrefined).flatten(1).any(1)).nonzero().flatten()
+    if retry.numel():
+        quiet = _Quiet(model)
+        out[retry] = finish(quiet, x[retry], unrefined[retry], labels[retry], targeted=targeted,
+                            quantize=quantize, linf_cap=cap[retry])
+        if float_ok is not None and quiet.float_success is not None:
+            float_ok = float_ok.clone()
+            float_ok[retry] |= quiet.float_success
+    if float_ok is not None:
+        _report(model, float_ok)
     return out
