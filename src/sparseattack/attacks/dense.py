@@ -45,11 +45,10 @@ from torch import Tensor, nn
 
 from ..ops.losses import adversarial_loss, cw_margin_loss, is_adversarial
 from ..ops.projections import box_to_tanh, tanh_to_box
-from ..ops.quantize import finish
+from ..ops.quantize import finish, finish_candidate, report_float_success, succeeds
 from ..ops.search import BestAdversarial, TradeoffSearch
 from ..validation import check_attack_call
-from .ifgsm import (_adversarial, _ball_cap, _check_norm, _finish_candidate, _ifgsm, _l2_normalize, _per_example,
-                    _report, ifgsm)
+from .ifgsm import _ball_cap, _check_norm, _ifgsm, _l2_normalize, _per_example, ifgsm
 
 __all__ = ["fgm", "fgsm", "min_eps_search", "cw_l2", "cw_linf", "default_eps_grid"]
 
@@ -144,7 +143,7 @@ def min_eps_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted
         if opts["steps"] < 1:
             raise ValueError(f"steps must be >= 1, got {opts['steps']}")
         step_size = None if opts["step_size"] is None else _per_example(opts["step_size"], x)
-    x_adv = _adversarial(model, x, labels, targeted)  # an unchanged input is judged as itself
+    x_adv = succeeds(model, x, labels, targeted)  # an unchanged input is judged as itself
 
     if fn is fgm:  # one gradient, then forward passes only
         direction = _direction(model, x, labels, targeted=targeted, norm=norm,
@@ -189,14 +188,14 @@ def min_eps_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted
                 break
             k = nxt[idx]
             eps = k.to(x.dtype) * step
-            cand, ok, f_ok = _finish_candidate(model, x[idx], run(idx, eps), labels[idx], targeted=targeted,
+            cand, ok, f_ok = finish_candidate(model, x[idx], run(idx, eps), labels[idx], targeted=targeted,
                                                quantize=quantize, inputs_adversarial=x_adv[idx],
                                                **_ball_cap(norm, eps))
             k_hi[idx[ok]] = k[ok]
             k_lo[idx[~ok]] = k[~ok]
             out[idx[ok]] = cand[ok]      # the finished candidate at the smallest succeeding eps so far
             float_ok[idx] |= f_ok
-    _report(model, float_ok)  # float success at some eps tried (eval.CountingModel's float_success)
+    report_float_success(model, float_ok)  # float success at some eps tried (eval.CountingModel's float_success)
     if return_eps:
         eps = torch.where(k_hi <= top, k_hi.to(x.dtype) * step, torch.full_like(k_hi, float("inf"), dtype=x.dtype))
         return out, eps
@@ -207,7 +206,7 @@ def _fgm_scan(model: nn.Module, inputs: Tensor, labels: Tensor, direction: Tenso
               *, targeted: bool, quantize: bool, norm: str, inputs_adversarial: Tensor,
               entries_per_pass: int = 1 << 22) -> tuple[Tensor, Tensor, Tensor]:
     """Ascending scan of x - k*step*direction, k = 1..top, several grid points per pass (16 per
-    example, then twice as many each pass), each judged by `_finish_candidate`: one forward pass
+    example, then twice as many each pass), each judged by `finish_candidate`: one forward pass
     judges the float images of a pass, then the float successes are finished (inside their
     eps-ball) in ascending eps until one survives; each example keeps its first success (the input
     if none).
@@ -228,7 +227,7 @@ def _fgm_scan(model: nn.Module, inputs: Tensor, labels: Tensor, direction: Tenso
             eps = ks.to(inputs.dtype) * step
             imgs = inputs[idx, None] - eps.view(1, -1, 1, 1, 1) * direction[idx, None]   # (n, kk, C, H, W)
             rep = lambda t: t.repeat_interleave(kk, dim=0)  # noqa: E731  rows (example i, grid point j)
-            cand, ok, f_ok = _finish_candidate(model, rep(inputs[idx]), imgs.flatten(0, 1), rep(labels[idx]),
+            cand, ok, f_ok = finish_candidate(model, rep(inputs[idx]), imgs.flatten(0, 1), rep(labels[idx]),
                                                targeted=targeted, quantize=False,
                                                inputs_adversarial=rep(inputs_adversarial[idx]),
                                                **_ball_cap(norm, eps.repeat(n)))    # float verdicts
@@ -241,7 +240,7 @@ def _fgm_scan(model: nn.Module, inputs: Tensor, labels: Tensor, direction: Tenso
                     if rows.numel() == 0:
                         break
                     j = pending[rows].to(torch.int8).argmax(1)
-                    cand[rows, j], ok[rows, j], _ = _finish_candidate(
+                    cand[rows, j], ok[rows, j], _ = finish_candidate(
                         model, inputs[idx[rows]], imgs[rows, j], labels[idx[rows]], targeted=targeted, quantize=True,
                         inputs_adversarial=inputs_adversarial[idx[rows]], **_ball_cap(norm, eps[j]))
                     pending[rows, j] = False

@@ -52,59 +52,6 @@ def _ball_cap(norm: str, eps: Tensor) -> dict:
     return {"linf_cap" if norm == "linf" else "l2_cap": eps.flatten()}
 
 
-class _Quiet:
-    """Calls `model` and keeps the float success `ops.quantize.finish` reports instead of passing it
-    on, for searches (over eps, over k) that finish many candidates and report once, for what they
-    return (`_report`)."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.float_success: Tensor | None = None
-
-    def __call__(self, images: Tensor) -> Tensor:
-        return self.model(images)
-
-    def report_finish(self, float_success: Tensor) -> None:
-        self.float_success = float_success
-
-
-def _finish_candidate(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, targeted: bool,
-                      quantize: bool, inputs_adversarial: Tensor,
-                      **caps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """One candidate of a search (over eps or k) through `ops.quantize.finish`, judged on what the
-    search would return: (finished output, its success, the float success). A candidate succeeds
-    when its float image (clipped to the box and `caps`, per-example (B,) tensors) succeeds and,
-    with `quantize`, its 8-bit finish does too; an unchanged output is judged as the input
-    (`inputs_adversarial`). Only float successes are finished on the grid: the finish costs up to
-    len(scales) + 3 forward passes, a float check one (most candidates of a search fail)."""
-    caps = {key: cap for key, cap in caps.items() if cap is not None}
-    quiet = _Quiet(model)
-    out = finish(quiet, inputs, adv, labels, targeted=targeted, quantize=False, **caps)
-    changed = (out != inputs).flatten(1).any(1)
-    float_ok = changed | inputs_adversarial if quiet.float_success is None else quiet.float_success
-    if quantize:
-        rows = (changed & float_ok).nonzero().flatten()
-        out = inputs.clone()
-        if rows.numel():
-            out[rows] = finish(quiet, inputs[rows], adv[rows], labels[rows], targeted=targeted, quantize=True,
-                               **{key: cap[rows] for key, cap in caps.items()})
-        changed = (out != inputs).flatten(1).any(1)
-    return out, changed | inputs_adversarial, float_ok
-
-
-def _adversarial(model: nn.Module, inputs: Tensor, labels: Tensor, targeted: bool) -> Tensor:
-    with torch.no_grad():
-        return is_adversarial(model(inputs), labels, targeted=targeted)
-
-
-def _report(model: nn.Module, float_success: Tensor) -> None:
-    """Tell the model (eval.CountingModel) the float success of a search's result, as
-    `ops.quantize.finish` does for one candidate."""
-    report = getattr(model, "report_finish", None)
-    if callable(report):
-        report(float_success)
-
-
 def _ifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, eps: Tensor, norm: str,
            steps: int, alpha: Tensor, loss: str, early_stop: bool) -> Tensor:
     """The iterations (no checks, no finish): the float x + delta inside the eps-ball and the box."""

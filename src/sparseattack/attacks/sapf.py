@@ -82,10 +82,10 @@ from torch import Tensor, nn
 from ..ops.groups import grid_segments, group_topk_mask, segment_soft_threshold, superpixel_segments
 from ..ops.losses import adversarial_loss, is_adversarial
 from ..ops.projections import project_box, project_l2_sphere, topk_mask
-from ..ops.quantize import finish
+from ..ops.quantize import finish, finish_candidate, report_float_success, succeeds
 from ..ops.search import BestAdversarial, TradeoffSearch
 from ..validation import check_attack_call, resolve_k
-from .ifgsm import _adversarial, _finish_candidate, _per_example, _report
+from .ifgsm import _per_example
 
 __all__ = ["sapf", "sapf_gs", "sapf_vi", "sapf_min_k", "SAPFSchedule", "PRESETS", "imperceptibility_weights"]
 
@@ -468,7 +468,7 @@ def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
     kmax = resolve_k(k_max, n, what="entries" if granularity == "element" else "pixels")
     x = inputs.detach()
     b = x.shape[0]
-    x_adv = _adversarial(model, x, labels, targeted)
+    x_adv = succeeds(model, x, labels, targeted)
     lo = torch.zeros(b, dtype=torch.long, device=x.device)       # largest failing k
     hi = torch.full((b,), kmax, dtype=torch.long, device=x.device)  # smallest succeeding k
     best = x.clone()
@@ -484,7 +484,7 @@ def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
         kw = {key: _rows_of(v, rows, b, {"eps": (1,), "weights": (4,), "groups": (3,)}.get(key, ()))
               for key, v in kwargs.items()}
         adv, cap = _sapf(model, x[rows], labels[rows], targeted=targeted, k=k_try, granularity=granularity, **kw)
-        cand, ok, f_ok = _finish_candidate(model, x[rows], adv, labels[rows], targeted=targeted, quantize=quantize,
+        cand, ok, f_ok = finish_candidate(model, x[rows], adv, labels[rows], targeted=targeted, quantize=quantize,
                                            inputs_adversarial=x_adv[rows], linf_cap=cap)
         float_ok[rows] |= f_ok
         if first:
@@ -495,5 +495,5 @@ def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
             lo[rows[~ok]] = k_try[~ok]
         best[rows[ok]] = cand[ok]
         first = False
-    _report(model, float_ok)
+    report_float_success(model, float_ok)
     return best, torch.where(found, hi, torch.full_like(hi, -1))

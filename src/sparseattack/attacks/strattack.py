@@ -59,10 +59,10 @@ from torch import Tensor, nn
 
 from ..ops.groups import groups_touched, sliding_window_groups, window_sq_sums
 from ..ops.losses import cw_margin_loss, is_adversarial
-from ..ops.quantize import finish
+from ..ops.quantize import SilentModel, finish, report_float_success
 from ..ops.search import BestAdversarial, TradeoffSearch
 from ..validation import check_attack_call, check_images
-from .ifgsm import _Quiet, _per_example, _report
+from .ifgsm import _per_example
 
 __all__ = ["strattack", "strattack_refine", "group_index", "group_grid_shape", "group_map",
            "nonzero_groups", "sigma_threshold", "default_groups", "default_const"]
@@ -431,17 +431,17 @@ def _finish_refined(model: nn.Module, x: Tensor, refined: Tensor, unrefined: Ten
     """`ops.quantize.finish` of the refined result; where it fails and the unrefined result differs,
     finish that instead (the refined support is a subset of the unrefined one, so rounding may cost
     the refined result a success the unrefined one keeps). One float success is reported."""
-    quiet = _Quiet(model)
+    quiet = SilentModel(model)
     out = finish(quiet, x, refined, labels, targeted=targeted, quantize=quantize, linf_cap=cap)
     float_ok = quiet.float_success
     retry = ((out == x).flatten(1).all(1) & (refined != unrefined).flatten(1).any(1)).nonzero().flatten()
     if retry.numel():
-        quiet = _Quiet(model)
+        quiet = SilentModel(model)
         out[retry] = finish(quiet, x[retry], unrefined[retry], labels[retry], targeted=targeted,
                             quantize=quantize, linf_cap=cap[retry])
         if float_ok is not None and quiet.float_success is not None:
             float_ok = float_ok.clone()
             float_ok[retry] |= quiet.float_success
     if float_ok is not None:
-        _report(model, float_ok)
+        report_float_success(model, float_ok)
     return out

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from .losses import is_adversarial
 
-__all__ = ["LEVELS", "quantize", "on_grid", "check_on_grid", "finish", "DEFAULT_SCALES"]
+__all__ = ["LEVELS", "quantize", "on_grid", "check_on_grid", "finish", "DEFAULT_SCALES", "succeeds",
+           "finish_candidate", "report_float_success", "SilentModel"]
 
 LEVELS = 255
 DEFAULT_SCALES = (1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
@@ -63,7 +64,8 @@ def _view(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _success(model: nn.Module, images: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+def succeeds(model: nn.Module, images: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    """Top-1 success per example (no gradients)."""
     with torch.no_grad():
         return is_adversarial(model(images), labels, targeted=targeted)
 
@@ -92,7 +94,7 @@ def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, tar
         cap = linf_cap if not isinstance(linf_cap, Tensor) else _view(linf_cap.to(x), x)
         lo, hi = torch.maximum(lo, x - cap), torch.minimum(hi, x + cap)
     adv = torch.minimum(torch.maximum(adv, lo), hi)
-    float_ok = finite & _success(model, adv, labels, targeted)
+    float_ok = finite & succeeds(model, adv, labels, targeted)
     report = getattr(model, "report_finish", None)
     if callable(report):  # eval.CountingModel keeps it: records report float and 8-bit success
         report(float_ok)
@@ -127,7 +129,57 @@ def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, tar
         rows = (valid & (norm < best_norm)).nonzero().flatten()
         if rows.numel() == 0:
             continue
-        ok = _success(model, cand[rows], labels[rows], targeted)
+        ok = succeeds(model, cand[rows], labels[rows], targeted)
         rows = rows[ok]
         best[rows], best_norm[rows] = cand[rows], norm[rows]
     return best
+
+
+# --- searches (over eps, over k) that finish many candidates and return one ----------------------
+
+class SilentModel:
+    """Calls `model` and keeps the float success `ops.quantize.finish` reports instead of passing it
+    on, for searches (over eps, over k) that finish many candidates and report once, for what they
+    return (`report_float_success`)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.float_success: Tensor | None = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def report_finish(self, float_success: Tensor) -> None:
+        self.float_success = float_success
+
+
+def finish_candidate(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, targeted: bool,
+                      quantize: bool, inputs_adversarial: Tensor,
+                      **caps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One candidate of a search (over eps or k) through `ops.quantize.finish`, judged on what the
+    search would return: (finished output, its success, the float success). A candidate succeeds
+    when its float image (clipped to the box and `caps`, per-example (B,) tensors) succeeds and,
+    with `quantize`, its 8-bit finish does too; an unchanged output is judged as the input
+    (`inputs_adversarial`). Only float successes are finished on the grid: the finish costs up to
+    len(scales) + 3 forward passes, a float check one (most candidates of a search fail)."""
+    caps = {key: cap for key, cap in caps.items() if cap is not None}
+    quiet = SilentModel(model)
+    out = finish(quiet, inputs, adv, labels, targeted=targeted, quantize=False, **caps)
+    changed = (out != inputs).flatten(1).any(1)
+    float_ok = changed | inputs_adversarial if quiet.float_success is None else quiet.float_success
+    if quantize:
+        rows = (changed & float_ok).nonzero().flatten()
+        out = inputs.clone()
+        if rows.numel():
+            out[rows] = finish(quiet, inputs[rows], adv[rows], labels[rows], targeted=targeted, quantize=True,
+                               **{key: cap[rows] for key, cap in caps.items()})
+        changed = (out != inputs).flatten(1).any(1)
+    return out, changed | inputs_adversarial, float_ok
+
+
+def report_float_success(model: nn.Module, float_success: Tensor) -> None:
+    """Tell the model (eval.CountingModel) the float success of a search's result, as
+    `ops.quantize.finish` does for one candidate."""
+    report = getattr(model, "report_finish", None)
+    if callable(report):
+        report(float_success)
