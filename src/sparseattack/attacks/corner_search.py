@@ -158,4 +158,5 @@ def corner_search(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted:
                 rows = won.nonzero().flatten()
                 out[idx[rows]] = imgs[rows, first[rows]].view(-1, c, h, w)
                 active[idx[rows]] = False
-    return finish(model, x, out, labels, targeted=targeted, quantize=quantize, linf_cap=eps)
+    # gradient-free (queries only): the finish rounds but does not repair with gradients
+    return finish(model, x, out, labels, targeted=targeted, quantize=quantize, linf_cap=eps, repair_steps=0)

@@ -157,4 +157,5 @@ def one_pixel(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         pop[idx] = torch.where(better[..., None, None], child, p)
         fitness[idx] = torch.where(better, fit_c, fitness[idx])
         record(idx, child, ok_c)
-    return finish(model, x, out, labels, targeted=targeted, quantize=quantize)
+    # gradient-free (queries only): the finish rounds but does not repair with gradients
+    return finish(model, x, out, labels, targeted=targeted, quantize=quantize, repair_steps=0)

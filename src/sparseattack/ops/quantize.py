@@ -16,6 +16,10 @@ success must be judged on the 8-bit image, and the attack must end on the grid.
    - rounding away from x of x + s * delta for s in `scales` (1, 1.1, 1.25, 1.5, 2, 3): the same
      support and signs, a slightly larger step where rounding cost the margin;
    each is checked by one forward pass, and the successful candidate with the smallest l2 wins;
+   a float success that no candidate keeps (measured: C&W-l2, whose minimal perturbations sit on
+   the decision boundary) is repaired by greedy descent on the grid: from the nearest rounding,
+   the 10% of the perturbed entries with the largest margin gradient move one grey level at a
+   time (only perturbed entries, inside the caps), at most `repair_steps` (20) gradients;
 3. an example without a successful candidate (float failure, or no grid candidate succeeds)
    is returned unchanged: on failure every attack returns its input.
 Success here is the model's top-1 (`argmax`) class, the criterion of the evaluation layer; a
@@ -73,15 +77,18 @@ def succeeds(model: nn.Module, images: Tensor, labels: Tensor, targeted: bool) -
 def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, targeted: bool,
            quantize: bool = True, linf_cap: float | Tensor | None = None,
            l2_cap: float | Tensor | None = None, levels: int = LEVELS,
-           scales: tuple[float, ...] = DEFAULT_SCALES) -> Tensor:
+           scales: tuple[float, ...] = DEFAULT_SCALES, repair_steps: int = 20) -> Tensor:
     """End an attack: the box, the caps, the 8-bit grid, success re-checked, failures unchanged.
 
     model, inputs, labels, targeted: as the attack's (labels are the targets when targeted).
     adv: the attack's float output. quantize (default True): put perturbed entries on the grid
     of `levels` (255) steps, keeping l0, the box, `linf_cap` and `l2_cap` (None: no cap; a float
     or a per-example (B,) tensor). scales: the outward-rounding step multipliers tried.
+    repair_steps (default 20; 0 for gradient-free attacks): for a float success that no rounding
+    candidate keeps, at most this many greedy gradient steps on the grid (`_repair`).
     Returns a tensor shaped like `inputs`; examples that do not succeed are `inputs` unchanged.
-    The cost is one forward pass of the batch (quantize=False), at most 3 + len(scales) with quantize.
+    The cost is one forward pass of the batch (quantize=False), at most 3 + len(scales) with quantize,
+    plus at most `repair_steps` gradient evaluations per example that needs the repair.
     A model with a `report_finish(float_success)` method (eval.CountingModel) is told which examples
     succeeded as floats, before quantization.
     """
@@ -132,7 +139,50 @@ def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, tar
         ok = succeeds(model, cand[rows], labels[rows], targeted)
         rows = rows[ok]
         best[rows], best_norm[rows] = cand[rows], norm[rows]
+    rows = (float_ok & ~torch.isfinite(best_norm)).nonzero().flatten()
+    if repair_steps > 0 and rows.numel():  # float successes no rounding kept: repair on the grid
+        fixed, ok = _repair(model, x[rows], candidates[0][rows], support[rows], g_lo[rows], g_hi[rows],
+                            labels[rows], targeted, repair_steps, levels,
+                            None if l2_limit is None else l2_limit[rows])
+        best[rows[ok]] = fixed[ok]
     return best
+
+
+def _repair(model: nn.Module, x: Tensor, start: Tensor, support: Tensor, g_lo: Tensor, g_hi: Tensor,
+            labels: Tensor, targeted: bool, steps: int, levels: int, l2_limit: Tensor | None,
+            share: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Greedy descent on the 8-bit grid: from the nearest rounding, move the `share` (10%) of the
+    support entries with the largest logit-margin gradient one grey level in its descent
+    direction, inside [g_lo, g_hi], until the example succeeds (at most `steps` gradients each).
+    Only support entries move, so l0 and the caps hold; returns (images, success)."""
+    from .projections import topk_mask
+    from .losses import logit_margin
+
+    q, out = start.clone(), x.clone()
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    m = (support.flatten(1).sum(1).to(x.dtype) * share).ceil().clamp_min(1).long()
+    active = torch.arange(x.shape[0], device=x.device)
+    for step in range(steps + 1):
+        qa = q[active].detach().requires_grad_(step < steps)
+        with torch.enable_grad():
+            logits = model(qa)
+        ok = is_adversarial(logits.detach(), labels[active], targeted=targeted)
+        if l2_limit is not None:
+            ok &= (qa.detach() - x[active]).flatten(1).norm(dim=1) <= l2_limit[active] * (1 + 1e-6)
+        out[active[ok]], done[active[ok]] = qa.detach()[ok], True
+        keep = ~ok
+        if step == steps or not keep.any():
+            break
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(logit_margin(logits, labels[active], targeted=targeted)[keep].sum(), qa)
+        active, qa, grad = active[keep], qa.detach()[keep], grad[keep]
+        direction = -grad.sign()
+        lo, hi = g_lo[active], g_hi[active]
+        movable = support[active] & (((direction > 0) & (qa < hi)) | ((direction < 0) & (qa > lo)))
+        pick = topk_mask(torch.where(movable, grad.abs(), torch.full_like(grad, -1.0)), m[active]).bool() & movable
+        qa = torch.round((qa + pick * direction / levels) * levels) / levels
+        q[active] = torch.minimum(torch.maximum(qa, lo), hi)
+    return out, done
 
 
 # --- searches (over eps, over k) that finish many candidates and return one ----------------------
