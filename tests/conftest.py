@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from torch import nn
 
 from sparseattack import models
 from sparseattack.data import FASHION_MNIST_DIR, load_fashion_mnist
@@ -41,3 +42,17 @@ def fmnist_pairs(fmnist_batch):
     """(images, labels, targets): each image with the target (label + 1) mod 10."""
     x, y = fmnist_batch
     return x, y, (y + 1) % 10
+
+
+class NeverFooled(nn.Module):
+    """The wrapped net with class 0 ahead by 1e4: no attack can reach another class or leave
+    class 0, so every attack must fail and return its input."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def forward(self, x):
+        out = self.model(x)
+        return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)

@@ -10,12 +10,13 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from sparseattack import run_attack
 from sparseattack.attacks import get, ifgsm
 from sparseattack.attacks.dense import cw_l2, cw_linf, default_eps_grid, fgm, fgsm, min_eps_search
 from sparseattack.eval import CountingModel
+
+from conftest import NeverFooled
 
 
 def _succeeds(model, adv, labels, targeted=True):
@@ -51,20 +52,6 @@ def _fails_as_float_or_8bit(attack, model, x, labels, **kw):
 def _grid64(x):
     """float64 copy of 8-bit images, exactly k/255 in float64."""
     return (x.double() * 255).round() / 255
-
-
-class _Never(nn.Module):
-    """The shipped net with class 0 ahead by 1e4: no attack can reach another class or leave
-    class 0, so every attack must fail and return its input."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    def forward(self, x):
-        out = self.model(x)
-        return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +178,7 @@ def _dense_calls(x, labels, targeted):
 def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quantize):
     x, y, _ = fmnist_pairs
     x = x[:2]
-    never = _Never(fmnist_model)
+    never = NeverFooled(fmnist_model)
     targets = torch.tensor([3, 7])
     for targeted, labels in ((True, targets), (False, torch.zeros(2, dtype=torch.long))):
         for name, call in _dense_calls(x, labels, targeted):

@@ -11,12 +11,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from sparseattack import models, run_attack
 from sparseattack.attacks import sapf, sapf_gs, sapf_min_k, sapf_vi
 from sparseattack.attacks.sapf import PRESETS, imperceptibility_weights
 from sparseattack.eval import CountingModel
+
+from conftest import NeverFooled
 from sparseattack.ops.groups import grid_segments, groups_touched, segment_sq_sums
 
 SHORT = dict(outer_iters=2, delta_steps=30, g_steps=40, refine_steps=60, search_steps=4)
@@ -46,19 +47,6 @@ def _check_finished(model, x, adv, labels, *, targeted=True, k=None, pixels=Fals
     if linf is not None:
         assert (d.abs().flatten(1).amax(1) <= linf + 1e-6).all()
     return ok
-
-
-class _Never(nn.Module):
-    """The shipped net with class 0 ahead by 1e4: every attack toward another class must fail."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    def forward(self, x):
-        out = self.model(x)
-        return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +168,7 @@ def test_min_k_bisection(fmnist_model, fmnist_pairs):
 def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quantize):
     x, y, _ = fmnist_pairs
     x, t = x[:2], torch.tensor([3, 7])
-    never = _Never(fmnist_model)
+    never = NeverFooled(fmnist_model)
     kw = dict(targeted=True, quantize=quantize, **TINY)
     assert torch.equal(sapf(never, x, t, k=40, **kw), x)
     assert torch.equal(sapf(never, x, t, k=40, eps=0.2, **kw), x)

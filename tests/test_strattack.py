@@ -18,6 +18,8 @@ from sparseattack.attacks.dense import cw_l2
 from sparseattack.attacks.strattack import (group_grid_shape, group_index, group_map, nonzero_groups,
                                             sigma_threshold, strattack, strattack_refine)
 from sparseattack.eval import CountingModel
+
+from conftest import NeverFooled
 from sparseattack.ops.groups import sliding_window_groups
 from sparseattack.ops.losses import cw_margin_loss
 
@@ -47,19 +49,6 @@ def _check_finished(model, x, adv, labels, *, targeted=True, linf=None):
 def _grid64(x):
     """float64 copy of 8-bit images, exactly k/255 in float64."""
     return (x.double() * 255).round() / 255
-
-
-class _Never(nn.Module):
-    """The shipped net with class 0 ahead by 1e4: every attack toward another class must fail."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    def forward(self, x):
-        out = self.model(x)
-        return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +227,7 @@ def test_batch_equals_one_at_a_time(fmnist_model, fmnist_pairs):
 def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quantize):
     x, y, _ = fmnist_pairs
     x, t = x[:2], torch.tensor([3, 7])
-    never = _Never(fmnist_model)
+    never = NeverFooled(fmnist_model)
     kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, max_iterations=20, quantize=quantize)
     assert torch.equal(strattack(never, x, t, **kw), x)
     assert torch.equal(strattack(never, x, t, refine=True, refine_search_steps=1, refine_iterations=10, **kw), x)
