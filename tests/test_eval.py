@@ -189,6 +189,8 @@ def test_bad_calls_are_clear_errors(fmnist_model, fmnist_pairs, tmp_path):
         run_attack("fgsm", train_mode, x, y, targets=t)
     with pytest.raises(TypeError, match="float64 but the model's parameters are torch.float32"):
         run_attack("fgsm", fmnist_model, x.double(), y, targets=t)
+    with pytest.raises(ValueError, match="inputs are on cpu but the model's parameters are on meta"):
+        run_attack("fgsm", copy.deepcopy(fmnist_model).to("meta"), x, y, targets=t)  # a device mismatch
     res = run_attack("fgsm", copy.deepcopy(fmnist_model).double(), x.double(), y, targets=t)  # float64 works
     assert res.adv.dtype == torch.float64
     with pytest.raises(ValueError, match="shape \\(8,\\)"):
