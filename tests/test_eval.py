@@ -233,3 +233,14 @@ def test_counting_wrapper_keeps_the_model_in_eval_mode(fmnist_model):
     x = torch.rand(3, 1, 28, 28, requires_grad=True)
     wrapper(x).sum().backward()
     assert (wrapper.forwards, wrapper.gradients) == (3, 3)
+
+
+def test_registry_resolves_forwarded_parameters():
+    """SAPF-GS / -VI forward SAPF's own keywords and schedule fields; each resolves with its value."""
+    from sparseattack.attacks import get
+
+    r = get("sapf-gs").resolve({"k": 80, "granularity": "pixel", "groups": "grid", "delta_steps": 7})
+    assert (r["granularity"], r["groups"], r["delta_steps"], r["lambda2"]) == ("pixel", "grid", 7, 0.1)
+    assert get("sapf").resolve({"k": 5, "preset": "paper"})["delta_steps"] == 2000
+    with pytest.raises(ValueError, match="must be int"):
+        get("sapf-vi").resolve({"k": 5, "delta_steps": 2.5})

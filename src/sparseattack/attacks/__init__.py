@@ -177,7 +177,7 @@ def _sapf_extra(params: dict) -> dict:
     if sched is None:
         raise ValueError(f"unknown SAPF preset {preset!r}; choose one of {sorted(_SAPF_PRESETS)}")
     sapf_own, _ = function_parameters(sapf)
-    return {**asdict(sched), **{k: v for k, v in sapf_own.items() if k not in params}}
+    return {**asdict(sched), **sapf_own}
 
 
 register("sapf", sapf, "SAPF: perturbation factorization with an lp-box ADMM (Fan et al. ECCV 2020)",
