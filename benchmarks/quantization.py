@@ -70,7 +70,7 @@ def _pairs(model, x, y, n_images, targets, seed=0):
 # Attacks whose search judges each candidate on its finished 8-bit output (a quantize=True run
 # differs from finishing the float output afterwards): run twice. They are cheap.
 RUN_TWICE = ("fgm-search", "fgsm-search", "ifgsm-search", "ifgm-l2-search")
-GRADIENT_FREE = ("one-pixel", "corner-search")  # their finish does not repair with gradients
+GRADIENT_FREE = ("one-pixel", "corner-search", "fgm", "fgsm")  # their finish does not repair with gradients
 SLOW = ("strattack", "strattack-overlap", "strattack-refined", "cw-l2", "cw-linf", "cw-l0", "sapf-gs", "sapf-vi",
         "corner-search")
 

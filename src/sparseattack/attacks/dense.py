@@ -76,7 +76,9 @@ def fgm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = Fa
     x = inputs.detach()
     e = _per_example(eps, x)
     d = _direction(model, x, labels, targeted=targeted, norm=norm, loss=loss)
-    return finish(model, x, x - e * d, labels, targeted=targeted, quantize=quantize, **_ball_cap(norm, e))
+    # a one-step attack stays one gradient: its finish rounds but does not repair with gradients
+    return finish(model, x, x - e * d, labels, targeted=targeted, quantize=quantize, repair_steps=0,
+                  **_ball_cap(norm, e))
 
 
 def fgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,

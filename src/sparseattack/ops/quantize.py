@@ -84,7 +84,8 @@ def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, tar
     adv: the attack's float output. quantize (default True): put perturbed entries on the grid
     of `levels` (255) steps, keeping l0, the box, `linf_cap` and `l2_cap` (None: no cap; a float
     or a per-example (B,) tensor). scales: the outward-rounding step multipliers tried.
-    repair_steps (default 20; 0 for gradient-free attacks): for a float success that no rounding
+    repair_steps (default 20; 0 for gradient-free and one-step attacks and inside eps/k searches,
+    whose cost model it would change): for a float success that no rounding
     candidate keeps, at most this many greedy gradient steps on the grid (`_repair`).
     Returns a tensor shaped like `inputs`; examples that do not succeed are `inputs` unchanged.
     The cost is one forward pass of the batch (quantize=False), at most 3 + len(scales) with quantize,
@@ -221,8 +222,10 @@ def finish_candidate(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tens
         rows = (changed & float_ok).nonzero().flatten()
         out = inputs.clone()
         if rows.numel():
+            # no grid repair inside a search: a candidate that rounding breaks fails at this eps / k,
+            # and the search goes on to the next one (the FGM scan stays one gradient per example)
             out[rows] = finish(quiet, inputs[rows], adv[rows], labels[rows], targeted=targeted, quantize=True,
-                               **{key: cap[rows] for key, cap in caps.items()})
+                               repair_steps=0, **{key: cap[rows] for key, cap in caps.items()})
         changed = (out != inputs).flatten(1).any(1)
     return out, changed | inputs_adversarial, float_ok
 
