@@ -56,3 +56,23 @@ class NeverFooled(nn.Module):
     def forward(self, x):
         out = self.model(x)
         return out + 1e4 * (torch.arange(out.shape[1], device=out.device) == 0).to(out.dtype)
+
+
+def assert_bad_calls_refused(call, model, x, t):
+    """`call(model, inputs, labels)` must refuse a model in training mode, labels of the wrong
+    length, float labels, labels out of range and inputs off the 8-bit grid, each with a clear
+    error and before any gradient evaluation."""
+    import copy
+
+    from sparseattack.eval import CountingModel
+
+    counter = CountingModel(model)
+    with pytest.raises(ValueError, match="training mode"):
+        call(copy.deepcopy(model).train(), x, t)
+    for inputs, labels, error, match in ((x, t[:1], ValueError, rf"shape \({len(x)},\)"),
+                                         (x, t.float(), TypeError, "integer"),
+                                         (x, torch.cat([t[:-1], torch.tensor([10])]), ValueError, "10 classes"),
+                                         (x * 0.999, t, ValueError, "8-bit")):
+        with pytest.raises(error, match=match):
+            call(counter, inputs, labels)
+    assert counter.gradients == 0

@@ -16,7 +16,7 @@ from sparseattack.attacks import get, ifgsm
 from sparseattack.attacks.dense import cw_l2, cw_linf, default_eps_grid, fgm, fgsm, min_eps_search
 from sparseattack.eval import CountingModel
 
-from conftest import NeverFooled
+from conftest import NeverFooled, assert_bad_calls_refused
 
 
 def _succeeds(model, adv, labels, targeted=True):
@@ -207,17 +207,5 @@ def test_batch_equals_one_at_a_time_in_float64(model64, fmnist_pairs):
 def test_bad_calls_are_refused_before_any_step(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     x, t = x[:2], t[:2]
-    training = copy.deepcopy(fmnist_model).train()
-    counter = CountingModel(fmnist_model)
     for name, call in _dense_calls(x, t, True):
-        with pytest.raises(ValueError, match="training mode"):
-            call(training, x, t)
-        with pytest.raises(ValueError, match=r"shape \(2,\)"):
-            call(counter, x, t[:1])
-        with pytest.raises(TypeError, match="integer"):
-            call(counter, x, t.float())
-        with pytest.raises(ValueError, match="10 classes"):
-            call(counter, x, torch.tensor([3, 10]))
-        with pytest.raises(ValueError, match="8-bit"):
-            call(counter, x * 0.999, t)  # off the grid: refused with quantize=True
-        assert counter.gradients == 0, name
+        assert_bad_calls_refused(call, fmnist_model, x, t)

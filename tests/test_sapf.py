@@ -15,9 +15,8 @@ import torch
 from sparseattack import models, run_attack
 from sparseattack.attacks import sapf, sapf_gs, sapf_min_k, sapf_vi
 from sparseattack.attacks.sapf import PRESETS, imperceptibility_weights
-from sparseattack.eval import CountingModel
 
-from conftest import NeverFooled
+from conftest import NeverFooled, assert_bad_calls_refused
 from sparseattack.ops.groups import grid_segments, groups_touched, segment_sq_sums
 
 SHORT = dict(outer_iters=2, delta_steps=30, g_steps=40, refine_steps=60, search_steps=4)
@@ -196,23 +195,11 @@ def test_bad_arguments(fmnist_model, fmnist_pairs):
 def test_bad_calls_are_refused_before_any_step(fmnist_model, fmnist_pairs):
     x, _, t = fmnist_pairs
     x, t = x[:2], t[:2]
-    training = copy.deepcopy(fmnist_model).train()
-    counter = CountingModel(fmnist_model)
     for attack in (sapf, sapf_gs, sapf_vi, sapf_min_k):
         def call(model, x, t):
             kw = dict(k_max=40) if attack is sapf_min_k else dict(k=40)
             return attack(model, x, t, targeted=True, **kw, **TINY)
-        with pytest.raises(ValueError, match="training mode"):
-            call(training, x, t)
-        with pytest.raises(ValueError, match=r"shape \(2,\)"):
-            call(counter, x, t[:1])
-        with pytest.raises(TypeError, match="integer"):
-            call(counter, x, t.float())
-        with pytest.raises(ValueError, match="10 classes"):
-            call(counter, x, torch.tensor([3, 10]))
-        with pytest.raises(ValueError, match="8-bit"):
-            call(counter, x * 0.999, t)  # off the grid: refused with quantize=True
-        assert counter.gradients == 0, attack.__name__
+        assert_bad_calls_refused(call, fmnist_model, x, t)
 
 
 @pytest.mark.slow
