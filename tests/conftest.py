@@ -76,3 +76,29 @@ def assert_bad_calls_refused(call, model, x, t):
         with pytest.raises(error, match=match):
             call(counter, inputs, labels)
     assert counter.gradients == 0
+
+
+def succeeds(model, adv, labels, targeted=True):
+    """Top-1 success of each output (an independent forward pass)."""
+    with torch.no_grad():
+        pred = model(adv).argmax(1)
+    return pred == labels if targeted else pred != labels
+
+
+def check_finished(model, x, adv, labels, *, targeted=True, k=None, pixels=False, linf=None, l2=None):
+    """What every quantized attack output must satisfy; returns the success per example."""
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert torch.equal((adv * 255).round() / 255, adv)  # exactly on the 8-bit grid
+    assert adv.min() >= 0 and adv.max() <= 1
+    d = adv - x
+    assert ((d == 0) | (d.abs() >= 1 / 255 - 1e-6)).all()  # an entry is the input's or moved >= 1 level
+    ok = succeeds(model, adv, labels, targeted)
+    assert torch.equal(ok, d.flatten(1).ne(0).any(1))  # changed outputs succeed; failures are the input
+    if k is not None:
+        changed = d.ne(0).any(1) if pixels else d.ne(0)
+        assert (changed.flatten(1).sum(1) <= k).all()
+    if linf is not None:
+        assert (d.abs().flatten(1).amax(1) <= torch.as_tensor(linf, dtype=x.dtype) + 1e-6).all()
+    if l2 is not None:
+        assert (d.flatten(1).norm(dim=1) <= torch.as_tensor(l2, dtype=x.dtype) * (1 + 1e-6)).all()
+    return ok

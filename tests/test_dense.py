@@ -16,30 +16,10 @@ from sparseattack.attacks import get, ifgsm
 from sparseattack.attacks.dense import cw_l2, cw_linf, default_eps_grid, fgm, fgsm, min_eps_search
 from sparseattack.eval import CountingModel
 
-from conftest import NeverFooled, assert_bad_calls_refused
+from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
 
 
-def _succeeds(model, adv, labels, targeted=True):
-    with torch.no_grad():
-        pred = model(adv).argmax(1)
-    return pred == labels if targeted else pred != labels
-
-
-def _check_finished(model, x, adv, labels, *, targeted=True, linf=None, l2=None):
-    """What every quantized output must satisfy; returns the success per example."""
-    assert adv.shape == x.shape and adv.dtype == x.dtype
-    assert torch.equal((adv * 255).round() / 255, adv)  # exactly on the 8-bit grid
-    assert adv.min() >= 0 and adv.max() <= 1
-    d = adv - x
-    assert ((d == 0) | (d.abs() >= 1 / 255 - 1e-6)).all()  # an entry is the input's or moved >= 1 level
-    ok = _succeeds(model, adv, labels, targeted)
-    changed = d.flatten(1).ne(0).any(1)
-    assert torch.equal(ok, changed)  # every reported (changed) output succeeds; failures are the input
-    if linf is not None:
-        assert (d.abs().flatten(1).amax(1) <= torch.as_tensor(linf, dtype=x.dtype) + 1e-6).all()
-    if l2 is not None:
-        assert (d.flatten(1).norm(dim=1) <= torch.as_tensor(l2, dtype=x.dtype) * (1 + 1e-6)).all()
-    return ok
+_succeeds, _check_finished = succeeds, check_finished
 
 
 def _fails_as_float_or_8bit(attack, model, x, labels, **kw):

@@ -16,7 +16,7 @@ from sparseattack import models, run_attack
 from sparseattack.attacks import sapf, sapf_gs, sapf_min_k, sapf_vi
 from sparseattack.attacks.sapf import PRESETS, imperceptibility_weights
 
-from conftest import NeverFooled, assert_bad_calls_refused
+from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
 from sparseattack.ops.groups import grid_segments, groups_touched, segment_sq_sums
 
 SHORT = dict(outer_iters=2, delta_steps=30, g_steps=40, refine_steps=60, search_steps=4)
@@ -25,27 +25,7 @@ TINY = dict(outer_iters=1, delta_steps=5, g_steps=5, refine_steps=5, search_step
 SEG = grid_segments(28, 28, 4)  # 49 groups of 4x4 = 16 pixels
 
 
-def _succeeds(model, adv, labels, targeted=True):
-    with torch.no_grad():
-        pred = model(adv).argmax(1)
-    return pred == labels if targeted else pred != labels
-
-
-def _check_finished(model, x, adv, labels, *, targeted=True, k=None, pixels=False, linf=None):
-    """What every quantized SAPF output must satisfy; returns the success per example."""
-    assert adv.shape == x.shape and adv.dtype == x.dtype
-    assert torch.equal((adv * 255).round() / 255, adv)  # exactly on the 8-bit grid
-    assert adv.min() >= 0 and adv.max() <= 1
-    d = adv - x
-    assert ((d == 0) | (d.abs() >= 1 / 255 - 1e-6)).all()  # an entry is the input's or moved >= 1 level
-    ok = _succeeds(model, adv, labels, targeted)
-    assert torch.equal(ok, d.flatten(1).ne(0).any(1))  # changed outputs succeed; failures are the input
-    if k is not None:
-        changed = d.ne(0).any(1) if pixels else d.ne(0)
-        assert (changed.flatten(1).sum(1) <= k).all()
-    if linf is not None:
-        assert (d.abs().flatten(1).amax(1) <= linf + 1e-6).all()
-    return ok
+_succeeds, _check_finished = succeeds, check_finished
 
 
 @pytest.fixture(scope="module")

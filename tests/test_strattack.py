@@ -18,31 +18,14 @@ from sparseattack.attacks.dense import cw_l2
 from sparseattack.attacks.strattack import (group_grid_shape, group_index, group_map, nonzero_groups,
                                             sigma_threshold, strattack, strattack_refine)
 
-from conftest import NeverFooled, assert_bad_calls_refused
+from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
 from sparseattack.ops.groups import sliding_window_groups
 from sparseattack.ops.losses import cw_margin_loss
 
 SHORT = dict(initial_const=5.0, binary_search_steps=3, max_iterations=250)
 
 
-def _succeeds(model, adv, labels, targeted=True):
-    with torch.no_grad():
-        pred = model(adv).argmax(1)
-    return pred == labels if targeted else pred != labels
-
-
-def _check_finished(model, x, adv, labels, *, targeted=True, linf=None):
-    """What every quantized output must satisfy; returns the success per example."""
-    assert adv.shape == x.shape and adv.dtype == x.dtype
-    assert torch.equal((adv * 255).round() / 255, adv)  # exactly on the 8-bit grid
-    assert adv.min() >= 0 and adv.max() <= 1
-    d = adv - x
-    assert ((d == 0) | (d.abs() >= 1 / 255 - 1e-6)).all()  # an entry is the input's or moved >= 1 level
-    ok = _succeeds(model, adv, labels, targeted)
-    assert torch.equal(ok, d.flatten(1).ne(0).any(1))  # changed outputs succeed; failures are the input
-    if linf is not None:
-        assert (d.abs().flatten(1).amax(1) <= linf + 1e-6).all()
-    return ok
+_succeeds, _check_finished = succeeds, check_finished
 
 
 def _grid64(x):
