@@ -7,51 +7,25 @@ prints a Markdown table. Images are fed at their stored size (224x224) unless
 resolution (on 224x224 center crops this did not help lite1/lite2).
 
     python benchmarks/model_accuracy.py [--data DIR] [--models lite0 lite1 lite2] [--resize]
+
+The README's accuracy table came from `python benchmarks/model_accuracy.py` (defaults: the 100
+images of the sample folder; `make bench` runs it); no results file is committed.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import sparseattack  # noqa: F401
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(REPO / "src"))
-
+from harness import IMAGENET_SAMPLE, argument_parser, format_value, imagenet_sample, markdown_table
+from sparseattack.eval import correctly_classified
+from sparseattack.models.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING, build_efficientnet_lite
 from sparseattack.models.wrappers import Normalized
-from sparseattack.models.efficientnet_lite import (  # noqa: E402
-    EFFICIENTNET_LITE_PREPROCESSING,
-    build_efficientnet_lite,
-)
-
-BATCH = 25
-
-
-def load_images(data: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (N, 3, H, W) float images in [0, 1] and (N,) class indices."""
-    with open(data / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    images = [
-        torch.from_numpy(np.array(Image.open(data / r["file"]).convert("RGB"))).permute(2, 0, 1)
-        for r in rows
-    ]
-    x = torch.stack(images).float() / 255.0
-    y = torch.tensor([int(r["class_index"]) for r in rows])
-    return x, y
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "imagenet-sample",
+    parser = argument_parser(__doc__)
+    parser.add_argument("--data", type=Path, default=IMAGENET_SAMPLE,
                         help="folder with labels.csv and images (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=["lite0", "lite1", "lite2"],
                         choices=sorted(EFFICIENTNET_LITE_PREPROCESSING))
@@ -59,22 +33,17 @@ def main() -> None:
                         help="resize images to each model's native resolution")
     args = parser.parse_args()
 
-    x, y = load_images(args.data.resolve())
-    print("| model | top-1 | images | seconds |")
-    print("|---|---|---|---|")
+    x, y = imagenet_sample(args.data)
+    rows = []
     for name in args.models:
         prep = EFFICIENTNET_LITE_PREPROCESSING[name]
         start = time.perf_counter()
         model = Normalized(build_efficientnet_lite(name), prep["mean"], prep["std"],
-                                   prep["resolution"] if args.resize else None).eval()
-        correct = 0
-        with torch.inference_mode():
-            for i in range(0, len(x), BATCH):
-                correct += (model(x[i:i + BATCH]).argmax(1) == y[i:i + BATCH]).sum().item()
-        seconds = time.perf_counter() - start
+                           prep["resolution"] if args.resize else None).eval()
+        top1 = len(correctly_classified(model, x, y)) / len(x)
         label = f"{name} @{prep['resolution']}" if args.resize else name
-        print(f"| {label} | {100.0 * correct / len(x):.1f}% | {len(x)} | {seconds:.1f} |", flush=True)
-
+        rows.append([label, format_value("top1", top1), len(x), format_value("seconds", time.perf_counter() - start)])
+    print(markdown_table(["model", "top-1", "images", "seconds"], rows))
 
 if __name__ == "__main__":
     main()

@@ -19,26 +19,30 @@ shipped net. ImageNet: the first `--imagenet-images` correctly classified sample
 `--imagenet-targets` seeded targets with EfficientNet-Lite0 (meant for a GPU). Settings per attack:
 the registry's defaults, plus the budgets of the README's benchmarks (SETTINGS below).
 
-    python benchmarks/quantization.py --device cuda --imagenet-data ../shared/data/imagenet-sample
+    python benchmarks/quantization.py --device cuda
     python benchmarks/quantization.py --skip-imagenet --methods sapf,ifgsm
 Records: --out/quantization_{fmnist,imagenet}.jsonl (one line per method, rerun skips done ones);
-table: quantization.md.
+table: quantization.md. The committed results (benchmarks/results/quantization*; CPU, one process
+per group of methods, rows merged) came from `OMP_NUM_THREADS=1 python benchmarks/quantization.py
+--skip-imagenet --slow-pairs 27|18 --methods ...` (Fashion-MNIST) and `... --skip-fmnist
+--imagenet-images 5 --imagenet-targets 2 --methods ...` (ImageNet); quantization.md lists them.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
+from harness import (IMAGENET_SAMPLE, RESULTS, add_device, append_jsonl, argument_parser, fashion_mnist,
+                     first_correct, format_value, imagenet_sample, markdown_table, pair_tensors, read_jsonl,
+                     write_text)
 from sparseattack import models
 from sparseattack.attacks import available, get
-from sparseattack.data import load_fashion_mnist, load_image_folder
-from sparseattack.eval import correctly_classified, make_pairs, run_attack
-from sparseattack.ops.quantize import finish, quantize
-from torch import Tensor
+from sparseattack.eval import perturbation_norms, run_attack
+from sparseattack.ops.quantize import REPAIR_STEPS, finish, quantize
+from sparseattack.ops.tensors import budget_count
 
 # Budgets and radii, as in the README's benchmarks (k = 80 entries for SAPF on Fashion-MNIST, 2000 on
 # ImageNet; CornerSearch with 100 samples and One-Pixel with 100 x 30 as in sparse_baselines.py's CPU
@@ -46,25 +50,14 @@ from torch import Tensor
 SETTINGS = {
     "fmnist": {"sapf": {"k": 80}, "sapf-gs": {"k": 80, "granularity": "pixel", "groups": "grid", "lambda2": 10.0},
                "sapf-vi": {"k": 80}, "ifgsm": {"eps": 0.2}, "ifgm-l2": {"eps": 2.0}, "fgsm": {"eps": 0.2},
-               "fgm": {"eps": 3.0}, "corner-search": {"n_iter": 100, "eval_batch": 128},
-               "one-pixel": {"popsize": 100, "max_iter": 30}},
+               "fgm": {"eps": 3.0}, "corner-search": {"steps": 100, "eval_batch": 128},
+               "one-pixel": {"popsize": 100, "steps": 30}},
     # SAPF on ImageNet with the CPU schedule of benchmarks/sapf.py (IMAGENET_SCHEDULE)
-    "imagenet": {"sapf": {"k": 2000, "delta_steps": 50, "refine_steps": 150, "lr": 0.05},
+    "imagenet": {"sapf": {"k": 2000, "delta_steps": 50, "refine_steps": 150, "step_size": 0.05},
                  "sapf-gs": {"k": 2000}, "sapf-vi": {"k": 2000}, "ifgsm": {"eps": 0.03},
                  "ifgm-l2": {"eps": 3.0}, "fgsm": {"eps": 0.03}, "fgm": {"eps": 5.0},
-                 "corner-search": {"n_iter": 200}, "one-pixel": {"popsize": 100, "max_iter": 30}},
+                 "corner-search": {"steps": 200}, "one-pixel": {"popsize": 100, "steps": 30}},
 }
-BUDGET = {"sapf": ("k", "l0"), "sapf-gs": ("k", "l0_pixels"), "sapf-vi": ("k", "l0"),
-          "one-pixel": ("pixels", "l0_pixels"), "corner-search": ("k", "l0_pixels"), "pgd-l0-linf": ("k", "l0_pixels")}
-
-
-def _pairs(model, x, y, n_images, targets, seed=0):
-    correct = correctly_classified(model, x, y)[:n_images]
-    with torch.no_grad():
-        classes = model(x[:1]).shape[1]
-    pairs = make_pairs(range(len(correct)), y[correct], classes, targets, seed, image_ids=correct)
-    idx = torch.tensor([correct[i] for i, _ in pairs])
-    return x[idx], y[idx], torch.tensor([t for _, t in pairs]), len(correct)
 
 
 # Attacks whose search judges each candidate on its finished 8-bit output (a quantize=True run
@@ -76,9 +69,13 @@ SLOW = ("strattack", "strattack-overlap", "strattack-refined", "cw-l2", "cw-linf
 
 
 def _caps(name: str, params: dict) -> dict:
-    """The attack's own ball or cap, as the attack passes it to `finish`."""
+    """The attack's own cap or ball, as the attack passes it to `finish`."""
+    if name in RUN_TWICE:
+        return {}
+    if params.get("linf_cap") is not None:
+        return {"linf_cap": params["linf_cap"]}
     eps = params.get("eps")
-    if eps is None or name in RUN_TWICE:
+    if eps is None:
         return {}
     if params.get("norm", "l2" if name == "fgm" else "linf") == "l2":
         return {"l2_cap": eps}
@@ -87,25 +84,21 @@ def _caps(name: str, params: dict) -> dict:
 
 def _constraints_hold(name: str, params: dict, x: Tensor, adv: Tensor, adv_float: Tensor) -> dict:
     d = adv - x
+    norms = perturbation_norms(d)
     out = {"on_grid": bool(torch.equal(quantize(adv), adv)),
            "unchanged_identical": bool(torch.equal(torch.where(d != 0, x, adv), x)),
            # (for RUN_TWICE methods the 8-bit output comes from its own run, at its own eps: not comparable)
            **({} if name in RUN_TWICE else
-              {"l0_not_above_float": bool(((adv != x).flatten(1).sum(1) <= (adv_float != x).flatten(1).sum(1)).all())})}
-    if name in BUDGET:
-        key, norm = BUDGET[name]
-        if name == "sapf-gs" and params.get("granularity", "element") == "element":
-            norm = "l0"
-        k = params[key]
-        n = x[0].numel() if norm == "l0" else x[0, 0].numel()
-        k = max(1, round(k * n)) if isinstance(k, float) and k <= 1 else k
-        count = d.ne(0).flatten(1).sum(1) if norm == "l0" else d.ne(0).any(1).flatten(1).sum(1)
-        out["l0_within_k"] = bool((count <= k).all())
+              {"l0_not_above_float": bool((norms["l0"] <= perturbation_norms(adv_float - x)["l0"]).all())})}
+    if "k" in params:  # the sparsity budget: k of what `granularity` counts (the glossary's rule)
+        granularity = params.get("granularity", "element")
+        count = norms["l0" if granularity == "element" else "l0_pixels"]
+        out["l0_within_k"] = bool((count <= budget_count(params["k"], granularity, x.shape)).all())
     caps = _caps(name, params)
     if "linf_cap" in caps:
-        out["linf_within_cap"] = bool((d.abs().flatten(1).amax(1) <= caps["linf_cap"] + 1e-6).all())
+        out["linf_within_cap"] = bool((norms["linf"] <= caps["linf_cap"] + 1e-6).all())
     if "l2_cap" in caps:
-        out["l2_within_eps"] = bool((d.flatten(1).norm(dim=1) <= caps["l2_cap"] * (1 + 1e-5)).all())
+        out["l2_within_eps"] = bool((norms["l2"] <= caps["l2_cap"] * (1 + 1e-5)).all())
     return out
 
 
@@ -126,7 +119,7 @@ def measure(part: str, name: str, model, x, y, t, batch: int) -> dict:
             adv8 = run_attack(name, model, x[sl], y[sl], targets=t[sl], quantize=True, **params).adv
         else:
             adv8 = finish(model, x[sl], a.adv, t[sl], targeted=True, quantize=True, **_caps(name, resolved),
-                          repair_steps=0 if name in GRADIENT_FREE else 20)
+                          repair_steps=0 if name in GRADIENT_FREE else REPAIR_STEPS)
         with torch.no_grad():
             ok8 = model(adv8).argmax(1) == t[sl]
         float_ok.append(a.success.cpu())
@@ -147,31 +140,22 @@ def measure(part: str, name: str, model, x, y, t, batch: int) -> dict:
             "grads_per_pair": grads / len(F), "seconds_per_pair": seconds / len(F)}
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
 def table(rows: list[dict]) -> str:
-    lines = ["| data | method | pairs | float ASR | plain rounding keeps | finish keeps (survival) | 8-bit ASR "
-             "| constraints hold | grads/pair | s/pair |", "|" + "---|" * 10]
+    cells = []
     for r in rows:
         ok = all(r["constraints"].values())
         held = "yes (" + ", ".join(sorted(r["constraints"])) + ")" if ok else \
             "NO: " + ", ".join(k for k, v in r["constraints"].items() if not v)
-        lines.append(f"| {r['part']} | {r['method']} | {r['pairs']} | {_pct(r['float_asr'])} | "
-                     f"{_pct(r['plain_rounding_survival'])} | {_pct(r['survival'])} | {_pct(r['shipped_asr'])} | "
-                     f"{held} | {r['grads_per_pair']:.0f} | {r['seconds_per_pair']:.3g} |")
-    return "\n".join(lines)
+        rates = ("float_asr", "plain_rounding_survival", "survival", "shipped_asr")
+        cells.append([r["part"], r["method"], r["pairs"], *(format_value(k, r[k]) for k in rates), held,
+                      format_value("gradients", r["grads_per_pair"]), format_value("seconds", r["seconds_per_pair"])])
+    return markdown_table(["data", "method", "pairs", "float ASR", "plain rounding keeps", "finish keeps (survival)",
+                           "8-bit ASR", "constraints hold", "grads/pair", "s/pair"], cells)
 
 
 def run_part(part: str, model, x, y, t, methods: list[str], batch: int, jsonl: Path,
              slow_pairs: int | None = None) -> list[dict]:
-    done = {}
-    if jsonl.exists():
-        for line in jsonl.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[r["method"]] = r
+    done = {r["method"]: r for r in read_jsonl(jsonl)}
     rows = []
     for name in methods:
         params = dict(SETTINGS[part].get(name, {}))
@@ -182,53 +166,49 @@ def run_part(part: str, model, x, y, t, methods: list[str], batch: int, jsonl: P
         start = time.time()
         row = measure(part, name, model, x[:n], y[:n], t[:n], batch)
         print(f"[{part}] {name}: float {row['float_successes']}/{row['pairs']}, plain rounding keeps "
-              f"{_pct(row['plain_rounding_survival'])}, finish keeps {_pct(row['survival'])} "
-              f"({time.time() - start:.0f}s)", flush=True)
-        with open(jsonl, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+              f"{format_value('survival', row['plain_rounding_survival'])}, finish keeps "
+              f"{format_value('survival', row['survival'])} ({time.time() - start:.0f}s)", flush=True)
+        append_jsonl(jsonl, [row])
         rows.append(row)
     return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argument_parser(__doc__)
     ap.add_argument("--methods", default=",".join(available()))
     ap.add_argument("--fmnist-images", type=int, default=20)
     ap.add_argument("--fmnist-root", default=None, help="folder of the Fashion-MNIST idx files (default: Debian's)")
     ap.add_argument("--imagenet-images", type=int, default=5)
     ap.add_argument("--imagenet-targets", type=int, default=2)
-    ap.add_argument("--imagenet-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"))
+    ap.add_argument("--imagenet-data", type=Path, default=IMAGENET_SAMPLE, help="default: %(default)s")
     ap.add_argument("--skip-fmnist", action="store_true")
     ap.add_argument("--skip-imagenet", action="store_true")
     ap.add_argument("--batch-size", type=int, default=180)
     ap.add_argument("--slow-pairs", type=int, default=None,
                     help=f"pairs for the slow attacks ({', '.join(SLOW)}): the first ones (default: all)")
     ap.add_argument("--imagenet-batch-size", type=int, default=10)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    add_device(ap)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    parts = []  # (part, model, (images, labels), images to use, targets, batch size)
     if not args.skip_fmnist:
-        model = models.load("fmnist-cw", args.device)
-        x, y = load_fashion_mnist("test", **({"root": args.fmnist_root} if args.fmnist_root else {}))
-        x, y, t, n = _pairs(model, x[:200].to(args.device), y[:200].to(args.device), args.fmnist_images, "all")
-        print(f"Fashion-MNIST: {n} images, {len(x)} pairs", flush=True)
-        rows += run_part("fmnist", model, x, y, t.to(args.device), methods, args.batch_size,
-                         out / "quantization_fmnist.jsonl", args.slow_pairs)
+        parts.append(("fmnist", "fmnist-cw", fashion_mnist(args.fmnist_root), args.fmnist_images, "all",
+                      args.batch_size))
     if not args.skip_imagenet:
-        net = models.load("efficientnet-lite0", args.device)
-        xi, yi, _ = load_image_folder(args.imagenet_data, size=224, channels=3, num_classes=1000)
-        xi, yi, ti, n = _pairs(net, xi.to(args.device), yi.to(args.device), args.imagenet_images,
-                               args.imagenet_targets)
-        print(f"ImageNet sample: {n} images, {len(xi)} pairs", flush=True)
-        rows += run_part("imagenet", net, xi, yi, ti.to(args.device), methods, args.imagenet_batch_size,
-                         out / "quantization_imagenet.jsonl", args.slow_pairs)
+        parts.append(("imagenet", "efficientnet-lite0", imagenet_sample(args.imagenet_data), args.imagenet_images,
+                      args.imagenet_targets, args.imagenet_batch_size))
+    rows = []
+    for part, model_name, (x, y), n, targets, batch in parts:
+        model = models.load(model_name, args.device)
+        data = first_correct(model, x, y, n)
+        x, y, t = pair_tensors(model, data, targets)
+        print(f"{part}: {len(data.ids)} images, {len(x)} pairs", flush=True)
+        rows += run_part(part, model, x, y, t, methods, batch, args.out / f"quantization_{part}.jsonl",
+                         args.slow_pairs)
     text = (f"# 8-bit survival per attack ({time.strftime('%Y-%m-%d')}, device {args.device})\n\n"
-            f"`python benchmarks/quantization.py` (see its docstring for the definitions)\n\n" + table(rows) + "\n")
-    (out / "quantization.md").write_text(text)
+            f"`python benchmarks/quantization.py` (see its docstring for the definitions)\n\n" + table(rows))
+    write_text(args.out / "quantization.md", text)
     print(text)
 
 

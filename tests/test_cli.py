@@ -1,6 +1,8 @@
 """The command-line interface end to end on the shipped Fashion-MNIST net."""
 import json
 
+import pytest
+
 from sparseattack.cli import main
 
 
@@ -60,8 +62,12 @@ def test_default_eval_output_is_keyed_by_configuration(tmp_path, fmnist_test, mo
 def test_eval_checks_everything_before_any_attack(tmp_path, fmnist_test, capsys):
     from sparseattack.cli import _method_params
 
-    per = _method_params(["sapf", "ifgsm"], ["k=80", "eps=0.1", "ifgsm.steps=3"])
-    assert per == {"sapf": {"k": 80, "eps": 0.1}, "ifgsm": {"eps": 0.1, "steps": 3}}
+    per = _method_params(["sapf", "ifgsm"], ["k=80", "eps=0.1", "ifgsm.steps=3", "linf_cap=0.5"])
+    assert per == {"sapf": {"k": 80, "linf_cap": 0.5}, "ifgsm": {"eps": 0.1, "steps": 3}}
+    # a 0.1 name reaches the methods that took it only where no method takes it under its current name
+    with pytest.warns(DeprecationWarning, match="'max_iterations' is now 'steps'"):
+        per = _method_params(["cw-l2", "fgsm"], ["max_iterations=5"])
+    assert per == {"cw-l2": {"max_iterations": 5}, "fgsm": {}}
     out = tmp_path / "res.jsonl"
     cases = [(["--methods", "fgsm,ifgsm", "-p", "k=80"], "taken by none"),
              (["--methods", "fgsm,nope"], "unknown attack method 'nope'"),
@@ -116,7 +122,7 @@ def test_attack_reports_success_only_for_an_adversarial_saved_file(tmp_path, fmn
     from sparseattack import models
 
     code = main(["attack", "--index", "0:4", "--method", "sapf", "--target", "Sneaker", "-p", "k=80",
-                 "-p", "search_steps=3", "--out", str(tmp_path), "--name", "s"])
+                 "-p", "binary_search_steps=3", "--out", str(tmp_path), "--name", "s"])
     report = json.loads((tmp_path / "s_report.json").read_text())
     model = models.load("fmnist-cw")
     printed = capsys.readouterr().out
@@ -165,3 +171,25 @@ def test_traps(tmp_path, capsys, monkeypatch):
     assert "(default: 0:20)" in capsys.readouterr().out
     assert main(["attacks", "sapf"]) == 0
     assert "delta_steps" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2_and_bugs_surface(monkeypatch, capsys):
+    import sparseattack.cli as cli
+    from sparseattack.validation import ValidationError
+
+    assert main(["attacks", "no-such-method"]) == 2
+    assert "unknown attack method" in capsys.readouterr().err
+
+    def buggy(args):
+        raise ValueError("an internal inconsistency")   # a bug, not the user's input
+
+    monkeypatch.setattr(cli, "cmd_models", buggy)
+    with pytest.raises(ValueError, match="internal inconsistency"):
+        main(["models"])
+
+    def refused(args):
+        raise ValidationError("bad input named here")
+
+    monkeypatch.setattr(cli, "cmd_models", refused)
+    assert main(["models"]) == 2
+    assert "bad input named here" in capsys.readouterr().err

@@ -9,6 +9,8 @@ labels before any gradient step; a model that cannot be fooled gives back the in
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 
 import pytest
 import torch
@@ -19,21 +21,20 @@ from sparseattack.attacks import available, get
 # Short settings per attack: the contract is structural, not about strength. Every registered
 # attack must have an entry (test_every_attack_is_covered).
 FAST = {
-    "sapf": dict(k=60, outer_iters=1, delta_steps=15, g_steps=20, refine_steps=30, search_steps=2),
-    "sapf-gs": dict(k=60, outer_iters=1, delta_steps=15, g_steps=20, refine_steps=30, search_steps=2,
+    "sapf": dict(k=60, steps=1, delta_steps=15, g_steps=20, refine_steps=30, binary_search_steps=2),
+    "sapf-gs": dict(k=60, steps=1, delta_steps=15, g_steps=20, refine_steps=30, binary_search_steps=2,
                     groups="grid", lambda2=1.0),
-    "sapf-vi": dict(k=60, outer_iters=1, delta_steps=15, g_steps=20, refine_steps=30, search_steps=2),
-    "strattack": dict(binary_search_steps=2, max_iterations=20),
-    "strattack-overlap": dict(binary_search_steps=2, max_iterations=20),
-    "strattack-refined": dict(binary_search_steps=2, max_iterations=20, refine_search_steps=1,
-                              refine_iterations=20),
-    "cw-l0": dict(max_iterations=30, max_rounds=2),
-    "one-pixel": dict(pixels=3, popsize=30, max_iter=3),
-    "sparsefool": dict(max_iter=3, deepfool_steps=10),
-    "corner-search": dict(k=8, n_iter=30, eval_batch=128),
+    "sapf-vi": dict(k=60, steps=1, delta_steps=15, g_steps=20, refine_steps=30, binary_search_steps=2),
+    "strattack": dict(binary_search_steps=2, steps=20),
+    "strattack-overlap": dict(binary_search_steps=2, steps=20),
+    "strattack-refined": dict(binary_search_steps=2, steps=20, refine_binary_search_steps=1, refine_steps=20),
+    "cw-l0": dict(steps=30, max_rounds=2),
+    "one-pixel": dict(k=3, popsize=30, steps=3),
+    "sparsefool": dict(steps=3, deepfool_steps=10),
+    "corner-search": dict(k=8, steps=30, eval_batch=128),
     "pgd-l0-linf": dict(k=12, steps=10, restarts=1),
-    "cw-l2": dict(binary_search_steps=2, max_iterations=30),
-    "cw-linf": dict(max_iterations=30),
+    "cw-l2": dict(binary_search_steps=2, steps=30),
+    "cw-linf": dict(steps=30),
     "fgm": dict(eps=2.0),
     "fgsm": dict(eps=0.1),
     "ifgsm": dict(eps=0.15),
@@ -43,10 +44,14 @@ FAST = {
     "ifgsm-search": dict(),
     "ifgm-l2-search": dict(),
 }
-# Budgets: (parameter, what it counts) for the attacks that take one.
-BUDGET = {"sapf": ("k", "l0"), "sapf-gs": ("k", "l0"), "sapf-vi": ("k", "l0"), "one-pixel": ("pixels", "l0_pixels"),
-          "corner-search": ("k", "l0_pixels"), "pgd-l0-linf": ("k", "l0_pixels")}
 METHODS = sorted(FAST)
+# The attacks with a sparsity budget: every one takes `k` and `granularity` (the glossary).
+BUDGETED = ("sapf", "sapf-gs", "sapf-vi", "one-pixel", "corner-search", "pgd-l0-linf")
+# Names of 0.1 that the glossary replaced: no registered attack may take them (only as deprecated aliases).
+OLD_NAMES = ("max_iterations", "max_iter", "n_iter", "iterations", "outer_iters", "learning_rate", "lr",
+             "search_steps", "refine_search_steps", "refine_iterations", "pixels", "return_eps")
+# `eps` is only a threat-model radius: the attacks inside an eps-ball, and the searches over eps.
+EPS_BALLS = ("fgm", "fgsm", "ifgsm", "ifgm-l2", "pgd-l0-linf")
 
 
 def _call(name, model, x, labels, **kw):
@@ -76,12 +81,33 @@ def test_targeted_contract(name, fmnist_model, fmnist_pairs):
     assert (_pred(fmnist_model, adv)[changed] == t[changed]).all()
     # entries that were not perturbed are bit-identical to the input
     assert torch.equal(torch.where(adv != x, x, adv), x)
-    if name in BUDGET:
-        param, norm = BUDGET[name]
-        budget = {**get(name).defaults, **FAST[name]}[param]
+    if name in BUDGETED:
+        resolved = get(name).resolve(FAST[name])
         d = adv - x
-        count = d.ne(0).flatten(1).sum(1) if norm == "l0" else d.ne(0).any(1).flatten(1).sum(1)
-        assert (count <= budget).all(), count
+        count = d.ne(0).flatten(1).sum(1) if resolved["granularity"] == "element" else d.ne(0).any(1).flatten(1).sum(1)
+        assert (count <= resolved["k"]).all(), count
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_parameters_follow_the_glossary(name):
+    """One vocabulary (attacks/__init__.py): k + granularity for budgets, eps only for a radius,
+    linf_cap for a cap, steps / binary_search_steps / step_size; every parameter documented."""
+    spec = get(name)
+    params = spec.parameters()
+    assert not set(params) & set(OLD_NAMES), sorted(set(params) & set(OLD_NAMES))
+    assert ("k" in params and "granularity" in params) == (name in BUDGETED)
+    if "eps" in params:
+        assert name in EPS_BALLS or name.endswith("-search"), f"{name}: eps is only a threat-model radius"
+    doc = inspect.getdoc(spec.fn) or ""
+    forwarded = inspect.getdoc(spec.fn.__wrapped__ if hasattr(spec.fn, "__wrapped__") else spec.fn) or ""
+    if name.startswith("sapf"):
+        from sparseattack.attacks.sapf import SAPFSchedule, sapf
+        forwarded += (inspect.getdoc(SAPFSchedule) or "") + (inspect.getdoc(sapf) or "")
+    if name.endswith("-search"):
+        from sparseattack.attacks import fgm, ifgsm
+        forwarded += (inspect.getdoc(fgm) or "") + (inspect.getdoc(ifgsm) or "")
+    undocumented = [p for p in params if not re.search(rf"^\s*{p}\b.*:", doc + "\n" + forwarded, re.M)]
+    assert not undocumented, f"{name}: parameters missing from the numpy-style docstring: {undocumented}"
 
 
 @pytest.mark.parametrize("name", METHODS)

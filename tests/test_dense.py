@@ -13,7 +13,7 @@ import torch
 
 from sparseattack import run_attack
 from sparseattack.attacks import get, ifgsm
-from sparseattack.attacks.dense import cw_l2, cw_linf, default_eps_grid, fgm, fgsm, min_eps_search
+from sparseattack.attacks.dense import cw_l2, cw_linf, default_eps_grid, find_min_eps, fgm, fgsm, min_eps_search
 from sparseattack.eval import CountingModel
 
 from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
@@ -63,7 +63,8 @@ def test_one_step_attacks_bounds_and_one_gradient(fmnist_model, fmnist_pairs):
 def test_fgsm_scan_finds_the_first_grid_eps_with_one_gradient(fmnist_model, fmnist_pairs):
     x, y, _ = fmnist_pairs
     counter = CountingModel(fmnist_model)
-    adv, eps = min_eps_search(counter, x, y, attack="fgsm", search="scan", return_eps=True, eps_max=0.1)
+    res = find_min_eps(counter, x, y, attack="fgsm", search="scan", eps_max=0.1)
+    adv, eps = res.adv, res.budget
     assert counter.gradients == len(x)  # one gradient, then forward passes only
     ok = torch.isfinite(eps)
     assert ok.float().mean() >= 0.5  # typically 7 of 8 (one needs eps 0.18)
@@ -83,8 +84,9 @@ def test_ifgsm_bisection_is_minimal_on_the_grid(model64, fmnist_pairs, norm):
     """In float64: the reruns below take other batches than the search's probes."""
     x, _, t = fmnist_pairs
     x, t = _grid64(x[:4]), t[:4]
-    adv, eps = min_eps_search(model64, x, t, targeted=True, attack="ifgsm", norm=norm, return_eps=True,
-                              eps_init=0.05 if norm == "linf" else 1.0)
+    res = find_min_eps(model64, x, t, targeted=True, attack="ifgsm", norm=norm,
+                       eps_init=0.05 if norm == "linf" else 1.0)
+    adv, eps = res.adv, res.budget
     ok = torch.isfinite(eps)
     assert ok.sum() >= 2  # typically all 4
     cap = {norm: torch.where(ok, eps, 0)}
@@ -117,19 +119,19 @@ def test_registered_searches(fmnist_model, fmnist_pairs):
 def test_cw_l2_binary_search_grows_c_until_success(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     x, y, t = x[:4], y[:4], t[:4]
-    steps, iters = 5, 100  # lr 0.1: black pixels sit at tanh-saturated w, too slow to move at 0.01
-    res = run_attack(cw_l2, fmnist_model, x, y, targets=t, initial_const=1e-2, binary_search_steps=steps,
-                     max_iterations=iters, learning_rate=0.1)
+    searches, iters = 5, 100  # step 0.1: black pixels sit at tanh-saturated w, too slow to move at 0.01
+    res = run_attack(cw_l2, fmnist_model, x, y, targets=t, initial_const=1e-2, binary_search_steps=searches,
+                     steps=iters, step_size=0.1)
     assert res.success.sum() >= 2  # c grew from 1e-2 (too small) until success; typically all 4
-    assert res.gradients < steps * iters * len(x)  # abort early: finished examples leave
+    assert res.gradients < searches * iters * len(x)  # abort early: finished examples leave
     _check_finished(fmnist_model, x, res.adv, t)
 
 
 def test_cw_linf_shrinks_the_bound(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     x, y, t = x[:4], y[:4], t[:4]
-    res = run_attack(cw_linf, fmnist_model, x, y, targets=t, initial_const=0.1, max_iterations=60,
-                     tau_min=0.1, decrease_factor=0.7, learning_rate=0.05)
+    res = run_attack(cw_linf, fmnist_model, x, y, targets=t, initial_const=0.1, steps=60,
+                     tau_min=0.1, decrease_factor=0.7, step_size=0.05)
     assert res.success.sum() >= 2  # typically all 4
     assert (res.norms["linf"][res.success] < 0.5).all()  # t shrank well below its start of 1
     _check_finished(fmnist_model, x, res.adv, t)
@@ -148,9 +150,9 @@ def _dense_calls(x, labels, targeted):
         ("ifgsm-bisect", lambda m, x, l, **q: min_eps_search(m, x, l, attack="ifgsm", eps_max=0.3, eps_init=0.02,
                                                              steps=4, **kw, **q)),
         ("cw-l2", lambda m, x, l, **q: cw_l2(m, x, l, initial_const=1.0, binary_search_steps=2,
-                                             max_iterations=15, learning_rate=0.1, **kw, **q)),
-        ("cw-linf", lambda m, x, l, **q: cw_linf(m, x, l, initial_const=1.0, largest_const=4.0, max_iterations=8,
-                                                 learning_rate=0.05, **kw, **q)),
+                                             steps=15, step_size=0.1, **kw, **q)),
+        ("cw-linf", lambda m, x, l, **q: cw_linf(m, x, l, initial_const=1.0, largest_const=4.0, steps=8,
+                                                 step_size=0.05, **kw, **q)),
     ]
 
 
@@ -164,9 +166,9 @@ def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quant
         for name, call in _dense_calls(x, labels, targeted):
             adv = call(never, x, labels, quantize=quantize)
             assert torch.equal(adv, x), (name, targeted)
-    _, eps = min_eps_search(never, x, targets, targeted=True, attack="fgsm", search="scan", eps_max=0.02,
-                            return_eps=True, quantize=quantize)
-    assert torch.isinf(eps).all()
+    res = find_min_eps(never, x, targets, targeted=True, attack="fgsm", search="scan", eps_max=0.02,
+                       quantize=quantize)
+    assert torch.isinf(res.budget).all() and not res.found.any() and torch.equal(res.adv, x)
 
 
 def test_batch_equals_one_at_a_time_in_float64(model64, fmnist_pairs):
@@ -189,3 +191,41 @@ def test_bad_calls_are_refused_before_any_step(fmnist_model, fmnist_pairs):
     x, t = x[:2], t[:2]
     for name, call in _dense_calls(x, t, True):
         assert_bad_calls_refused(call, fmnist_model, x, t)
+
+
+def test_old_names_still_work_with_a_deprecation_warning(fmnist_model, fmnist_pairs):
+    """0.1's max_iterations / learning_rate of cw_l2 and cw_linf map to steps / step_size (same
+    result, a DeprecationWarning); giving both names is a TypeError. return_eps is gone."""
+    x, _, t = fmnist_pairs
+    x, t = x[:2], t[:2]
+    for fn, kw in ((cw_l2, dict(initial_const=1.0, binary_search_steps=1)),
+                   (cw_linf, dict(initial_const=1.0, largest_const=2.0))):
+        new = fn(fmnist_model, x, t, targeted=True, steps=6, step_size=0.1, quantize=False, **kw)
+        with pytest.warns(DeprecationWarning) as warned:
+            old = fn(fmnist_model, x, t, targeted=True, max_iterations=6, learning_rate=0.1, quantize=False, **kw)
+        assert torch.equal(old, new), fn.__name__
+        said = " ".join(str(w.message) for w in warned)
+        assert "'max_iterations' is now 'steps'" in said and "'learning_rate' is now 'step_size'" in said
+        with pytest.raises(TypeError, match="both"):
+            fn(fmnist_model, x, t, targeted=True, max_iterations=6, steps=6, **kw)
+    with pytest.raises(TypeError, match="return_eps"):
+        min_eps_search(fmnist_model, x, t, targeted=True, attack="fgsm", return_eps=True)
+
+
+def test_min_eps_search_is_find_min_eps_adv(fmnist_model, fmnist_pairs):
+    x, y, _ = fmnist_pairs
+    kw = dict(attack="fgsm", search="bisect", eps_max=0.1, quantize=False)
+    res = find_min_eps(fmnist_model, x, y, **kw)
+    adv = min_eps_search(fmnist_model, x, y, **kw)
+    assert isinstance(adv, torch.Tensor) and torch.equal(adv, res.adv)
+    assert torch.equal(res.found, torch.isfinite(res.budget)) and res.found.any()
+
+
+def test_ifgsm_keeps_no_private_copies_of_shared_helpers():
+    """The tensor helpers live in ops.tensors; the I-FGSM loop is public for the eps searches."""
+    import importlib
+
+    module = importlib.import_module("sparseattack.attacks.ifgsm")
+    for name in ("_per_example", "_l2_normalize", "_project_l2", "_check_norm", "_ball_cap", "_ifgsm"):
+        assert not hasattr(module, name), name
+    assert callable(module.ifgsm_iterations) and module.ifgsm_iterations.__doc__

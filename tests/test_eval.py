@@ -244,3 +244,32 @@ def test_registry_resolves_forwarded_parameters():
     assert get("sapf").resolve({"k": 5, "preset": "paper"})["delta_steps"] == 2000
     with pytest.raises(ValueError, match="must be int"):
         get("sapf-vi").resolve({"k": 5, "delta_steps": 2.5})
+
+
+def test_registry_translates_old_names_with_a_warning():
+    from sparseattack.attacks import get
+
+    spec = get("cw-l2")
+    with pytest.warns(DeprecationWarning) as caught:
+        resolved = spec.resolve({"max_iterations": 7, "learning_rate": 0.05})
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["learning_rate", "max_iterations"]
+    assert resolved["steps"] == 7 and resolved["step_size"] == 0.05
+    assert "max_iterations" not in resolved and not spec.accepts("max_iterations")
+    assert spec.accepts("max_iterations", old_names=True)
+    with pytest.raises(TypeError, match="both"):
+        spec.resolve({"max_iterations": 7, "steps": 8})
+    one_pixel = get("one-pixel")
+    with pytest.warns(DeprecationWarning):
+        assert one_pixel.resolve({"pixels": 3})["k"] == 3
+
+
+def test_run_attack_takes_old_names_with_one_warning(fmnist_model, fmnist_pairs):
+    import warnings
+
+    x, y, t = fmnist_pairs
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_attack("one-pixel", fmnist_model, x[:2], y[:2], targets=t[:2], pixels=1, popsize=10, max_iter=1)
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deprecations) == 2 and all("one-pixel" in m for m in deprecations), deprecations
+    assert res.params["k"] == 1 and res.params["steps"] == 1 and "pixels" not in res.params

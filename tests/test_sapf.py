@@ -8,20 +8,25 @@ the grid) on every output, and rates only on 16 pairs with a wide margin (at lea
 where a batch gives exactly the result of one example at a time."""
 import copy
 import math
+import re
+import warnings
 
 import pytest
 import torch
 
 from sparseattack import models, run_attack
-from sparseattack.attacks import sapf, sapf_gs, sapf_min_k, sapf_vi
-from sparseattack.attacks.sapf import PRESETS, imperceptibility_weights
+from torch import nn
+
+from sparseattack.attacks.sapf import (PRESETS, SAPFSchedule, _Carried, _Objective, _Pairs, _step2_g, find_min_k,
+                                       imperceptibility_weights, sapf, sapf_gs, sapf_min_k, sapf_vi)
 
 from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
 from sparseattack.ops.groups import grid_segments, groups_touched, segment_sq_sums
+from sparseattack.ops.losses import cw_margin_loss
 
-SHORT = dict(outer_iters=2, delta_steps=30, g_steps=40, refine_steps=60, search_steps=4)
-LEAN = dict(outer_iters=1, delta_steps=30, g_steps=40, refine_steps=60, search_steps=3)
-TINY = dict(outer_iters=1, delta_steps=5, g_steps=5, refine_steps=5, search_steps=2)
+SHORT = dict(steps=2, delta_steps=30, g_steps=40, refine_steps=60, binary_search_steps=4)
+LEAN = dict(steps=1, delta_steps=30, g_steps=40, refine_steps=60, binary_search_steps=3)
+TINY = dict(steps=1, delta_steps=5, g_steps=5, refine_steps=5, binary_search_steps=2)
 SEG = grid_segments(28, 28, 4)  # 49 groups of 4x4 = 16 pixels
 
 
@@ -65,7 +70,7 @@ def test_untargeted_pixels_and_linf_cap(fmnist_model, fmnist_test):
         right = fmnist_model(x).argmax(1) == y
     x, y = x[right][:16], y[right][:16]
     caps = torch.linspace(0.3, 0.6, 16)  # a per-example cap
-    adv = sapf(fmnist_model, x, y, k=60, granularity="pixel", eps=caps, **SHORT)
+    adv = sapf(fmnist_model, x, y, k=60, granularity="pixel", linf_cap=caps, **SHORT)
     ok = _check_finished(fmnist_model, x, adv, y, targeted=False, k=60, pixels=True, linf=caps)
     assert ok.float().mean() >= 0.5  # typically all 16
 
@@ -132,7 +137,9 @@ def test_min_k_bisection(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     model64 = copy.deepcopy(fmnist_model).double()
     x, t = (x[:2].double() * 255).round() / 255, t[:2]
-    adv, k = sapf_min_k(model64, x, t, targeted=True, k_max=120, **LEAN)
+    res = find_min_k(model64, x, t, targeted=True, k_max=120, **LEAN)
+    adv, k = res.adv, res.budget
+    assert k.dtype == torch.long and torch.equal(res.found, k > 0)
     assert ((k > 0) | (k == -1)).all() and (k <= 120).all()
     assert (k > 0).any()  # typically both, at k about 80 and 50
     ok = _check_finished(model64, x, adv, t)
@@ -150,11 +157,13 @@ def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quant
     never = NeverFooled(fmnist_model)
     kw = dict(targeted=True, quantize=quantize, **TINY)
     assert torch.equal(sapf(never, x, t, k=40, **kw), x)
-    assert torch.equal(sapf(never, x, t, k=40, eps=0.2, **kw), x)
+    assert torch.equal(sapf(never, x, t, k=40, linf_cap=0.2, **kw), x)
     assert torch.equal(sapf_gs(never, x, t, k=32, granularity="pixel", groups=SEG, **kw), x)
     assert torch.equal(sapf_vi(never, x, t, k=40, **kw), x)
-    adv, k = sapf_min_k(never, x, t, k_max=60, **kw)
-    assert torch.equal(adv, x) and (k == -1).all()
+    res = find_min_k(never, x, t, k_max=60, **kw)
+    assert torch.equal(res.adv, x) and (res.budget == -1).all()
+    adv = sapf_min_k(never, x, t, k_max=60, **kw)  # only the tensor
+    assert isinstance(adv, torch.Tensor) and torch.equal(adv, x)
 
 
 def test_bad_arguments(fmnist_model, fmnist_pairs):
@@ -167,19 +176,168 @@ def test_bad_arguments(fmnist_model, fmnist_pairs):
         sapf(fmnist_model, x, t, targeted=True, k=5, preset="slow")
     with pytest.raises(TypeError, match="unexpected SAPF argument"):
         sapf(fmnist_model, x, t, targeted=True, k=5, stepz=3)
-    with pytest.raises(ValueError, match="eps"):
-        sapf(fmnist_model, x, t, targeted=True, k=5, eps=0.0)
-    assert PRESETS["paper"].delta_steps == 2000 and PRESETS["paper"].search_steps == 6
+    with pytest.raises(ValueError, match="linf_cap"):
+        sapf(fmnist_model, x, t, targeted=True, k=5, linf_cap=0.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        sapf(fmnist_model, x, t, targeted=True, k=5, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="k must be in"):
+        find_min_k(fmnist_model, x, t, targeted=True, k_max=785)
+    assert PRESETS["paper"].delta_steps == 2000 and PRESETS["paper"].binary_search_steps == 6
 
 
 def test_bad_calls_are_refused_before_any_step(fmnist_model, fmnist_pairs):
     x, _, t = fmnist_pairs
     x, t = x[:2], t[:2]
-    for attack in (sapf, sapf_gs, sapf_vi, sapf_min_k):
+    for attack in (sapf, sapf_gs, sapf_vi, sapf_min_k, find_min_k):
         def call(model, x, t):
-            kw = dict(k_max=40) if attack is sapf_min_k else dict(k=40)
+            kw = dict(k_max=40) if attack in (sapf_min_k, find_min_k) else dict(k=40)
             return attack(model, x, t, targeted=True, **kw, **TINY)
         assert_bad_calls_refused(call, fmnist_model, x, t)
+
+
+# --- Step 2 against the paper's equations ---------------------------------------------------------
+
+def _literal_step2(W, bias, x, t, delta, G, k, lam, w2, rho, step0, sched, *, lambda2=0.0, segments=None,
+                   rho_g=None):
+    """Step 2 of Algorithm 1 (Eq. 11-15) for ONE example of a linear classifier z = W u + bias on
+    u = clip(x + delta * G), written as the paper prints it, with the library's documented choices:
+    the duals updated with Y (Eq. 15 prints Z), eta_G = min(decayed step, 1 / (rho1 + rho2 + rho3 N
+    [+ rho_g])), rho <- min(growth * rho, rho_max), the duals starting at 0. SAPF-GS (lambda2 > 0):
+    the split G = Y3 with the group soft-thresholding prox. G is (C, H, W) (an entry each) or
+    (1, H, W) (a pixel's G multiplies all its channels). Returns G, rho, rho_g."""
+    N = G.numel()
+    rho1, rho2, rho3 = rho
+    Z1, Z2, z3 = torch.zeros_like(G), torch.zeros_like(G), 0.0
+    Z3 = torch.zeros_like(G)
+    G = G.clone()
+    for it in range(sched.g_steps):
+        Y1 = torch.clamp(G + Z1 / rho1, 0, 1)                              # (11): P_Sb
+        a_bar = G + Z2 / rho2 - 0.5
+        Y2 = math.sqrt(N) / 2 * a_bar / a_bar.norm() + 0.5                # (13): P_Sp
+        if lambda2 > 0:                                                    # SAPF-GS: Y3 = prox
+            a = G + Z3 / rho_g
+            Y3 = torch.zeros_like(G)
+            for gid in segments.unique():
+                m = (segments == gid).expand_as(G)
+                Y3[m] = max(0.0, 1 - (lambda2 / rho_g) / a[m].norm().item()) * a[m]
+        # dL/dG of ||w * delta * G||^2 + lambda_1 L(f(clip(x + delta * G)), t), L = C&W's margin
+        u = x + delta * G
+        z = W @ u.clamp(0, 1).flatten() + bias
+        others = z.clone()
+        others[t] = -math.inf
+        j = int(others.argmax())
+        dL_du = (W[j] - W[t]).view_as(u) * ((u > 0) & (u < 1)) if z[j] - z[t] > 0 else torch.zeros_like(u)
+        dL = 2 * w2 * delta * delta * G + lam * dL_du * delta
+        if G.shape[0] == 1:
+            dL = dL.sum(0, keepdim=True)
+        dL = (dL + rho1 * (G - Y1) + rho2 * (G - Y2) + (z3 + rho3 * (G.sum() - k)) + Z1 + Z2)   # (14)
+        curvature = rho1 + rho2 + rho3 * N
+        if lambda2 > 0:
+            dL = dL + Z3 + rho_g * (G - Y3)
+            curvature = curvature + rho_g
+        step = sched.step_size * sched.step_size_decay ** ((step0 + it) // sched.decay_every)
+        eta = min(max(step, sched.step_size_min), 1 / curvature)
+        G = G - eta * dL
+        Z1 = Z1 + rho1 * (G - Y1)                                          # (15), with Y
+        Z2 = Z2 + rho2 * (G - Y2)
+        z3 = z3 + rho3 * (G.sum() - k)
+        rho1, rho2, rho3 = (min(sched.rho_growth * r, m) for r, m in zip((rho1, rho2, rho3), sched.rho_max))
+        if lambda2 > 0:
+            Z3 = Z3 + rho_g * (G - Y3)
+            rho_g = min(sched.rho_growth * rho_g, sched.rho_group_max)
+    return G, (rho1, rho2, rho3), rho_g
+
+
+@pytest.mark.parametrize("granularity,lambda2", [("element", 0.0), ("pixel", 0.0), ("element", 0.3)])
+def test_g_step_matches_literal_equations(granularity, lambda2):
+    """`_step2_g` (batched) against `_literal_step2` (one example at a time), in float64, over two
+    Step 2 calls: the duals restart, rho and the step-size decay carry over (`_Carried`)."""
+    torch.manual_seed(0)
+    b, c, h, w = 2, 2, 3, 3
+    lin = nn.Linear(c * h * w, 3).double()
+    with torch.no_grad():
+        lin.weight.mul_(5)
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = torch.rand(b, c, h, w, dtype=torch.float64) * 0.8 + 0.1
+    t = torch.tensor([1, 2])
+    gshape = (c, h, w) if granularity == "element" else (1, h, w)
+    k = torch.tensor([7, 4])
+    lam = torch.tensor([2.0, 5.0], dtype=torch.float64)
+    w2 = torch.rand(b, c, h, w, dtype=torch.float64)             # SAPF-VI weights, squared
+    segments = torch.tensor([[0, 0, 1], [0, 2, 1], [2, 2, 1]]).expand(b, h, w) if lambda2 else None
+    sched = SAPFSchedule(g_steps=20, step_size=0.1, step_size_decay=0.9, decay_every=6, step_size_min=0.03,
+                         rho_growth=1.3, rho_init=(0.05, 0.04, 0.002), rho_max=(2.0, 1.5, 0.01), rho_group_max=0.5)
+    objective = _Objective(model, cw_margin_loss, True, 0.0, lambda2)
+    pairs = _Pairs.start(x=x, labels=t, k=k, w2=w2, lo=-x, hi=1 - x, lam=lam, segments=segments)
+    carried = _Carried(rho=[torch.full((b,), r, dtype=torch.float64) for r in sched.rho_init],
+                       rho_group=torch.full((b,), sched.rho_group_init, dtype=torch.float64))
+    deltas = [(torch.rand(b, c, h, w, dtype=torch.float64) - 0.5) * 0.6 for _ in range(2)]
+    G = torch.ones(b, *gshape, dtype=torch.float64)
+    got = []
+    for delta in deltas:
+        G = _step2_g(objective, pairs, delta, G, sched, carried)
+        got.append(G)
+    for i in range(b):
+        Gi, rho, rho_g, step0 = torch.ones(*gshape, dtype=torch.float64), sched.rho_init, sched.rho_group_init, 0
+        for call, delta in enumerate(deltas):
+            Gi, rho, rho_g = _literal_step2(lin.weight.detach(), lin.bias.detach(), x[i], int(t[i]), delta[i], Gi,
+                                            int(k[i]), float(lam[i]), w2[i], rho, step0, sched, lambda2=lambda2,
+                                            segments=None if segments is None else segments[i], rho_g=rho_g)
+            step0 += sched.g_steps
+            torch.testing.assert_close(got[call][i], Gi, atol=1e-10, rtol=1e-9, msg=f"pair {i}, call {call + 1}")
+        torch.testing.assert_close(torch.stack([r[i] for r in carried.rho]), torch.tensor(rho, dtype=torch.float64))
+    assert carried.g_steps == 2 * sched.g_steps
+    assert (got[-1] - 1).abs().max() > 0.1  # G moved
+
+
+# --- 0.1 names ---------------------------------------------------------------------------------------
+
+OLD_TINY = dict(outer_iters=1, delta_steps=5, g_steps=5, refine_steps=5, search_steps=2)
+
+
+def _old_names(record):
+    """The 0.1 parameter names the DeprecationWarnings of `record` name."""
+    return {re.search(r"parameter '(\w+)' is now", str(w.message)).group(1) for w in record}
+
+
+def test_old_names_still_work_with_a_warning(fmnist_model, fmnist_pairs):
+    x, _, t = fmnist_pairs
+    x, t = x[:2], t[:2]
+    new = sapf(fmnist_model, x, t, targeted=True, k=60, linf_cap=0.5, step_size=0.05, step_size_decay=0.8,
+               step_size_min=0.01, **TINY)
+    with pytest.warns(DeprecationWarning) as record:
+        old = sapf(fmnist_model, x, t, targeted=True, k=60, eps=0.5, lr=0.05, lr_decay=0.8, lr_min=0.01, **OLD_TINY)
+    assert torch.equal(old, new)
+    assert _old_names(record) == {"eps", "lr", "lr_decay", "lr_min", "outer_iters", "search_steps"}
+    for attack in (sapf_gs, sapf_vi):
+        with pytest.warns(DeprecationWarning) as record:
+            attack(fmnist_model, x, t, targeted=True, k=40, granularity="pixel", groups=SEG, quantize=False,
+                   eps=0.5, **OLD_TINY)
+        assert _old_names(record) == {"eps", "outer_iters", "search_steps"}
+    for attack in (find_min_k, sapf_min_k):
+        with pytest.warns(DeprecationWarning) as record:
+            attack(NeverFooled(fmnist_model), x, t, targeted=True, k_max=40, eps=0.5, **OLD_TINY)
+        assert _old_names(record) == {"eps", "outer_iters", "search_steps"}
+    with pytest.warns(DeprecationWarning) as record:
+        sched = SAPFSchedule(outer_iters=3, lr=0.2)
+    assert sched.steps == 3 and sched.step_size == 0.2 and _old_names(record) == {"outer_iters", "lr"}
+    with pytest.warns(DeprecationWarning, match="search_steps"):
+        assert PRESETS["paper"].search_steps == 6
+
+
+def test_old_and_new_name_together_is_an_error(fmnist_model, fmnist_pairs):
+    x, _, t = fmnist_pairs
+    x, t = x[:2], t[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for attack, budget in ((sapf, dict(k=40)), (sapf_gs, dict(k=40)), (sapf_vi, dict(k=40)),
+                               (find_min_k, dict(k_max=40)), (sapf_min_k, dict(k_max=40))):
+            with pytest.raises(TypeError, match="both 'eps'"):
+                attack(fmnist_model, x, t, targeted=True, eps=0.5, linf_cap=0.5, **budget, **TINY)
+            with pytest.raises(TypeError, match="both 'lr'"):
+                attack(fmnist_model, x, t, targeted=True, lr=0.1, step_size=0.1, **budget, **TINY)
+        with pytest.raises(TypeError, match="both"):
+            SAPFSchedule(outer_iters=3, steps=3)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from sparseattack.attacks import available, get
 from sparseattack.attacks.corner_search import corner_search
 from sparseattack.attacks.cw_l0 import cw_l0
 from sparseattack.attacks.one_pixel import one_pixel
-from sparseattack.attacks.pgd_l0 import pgd_l0_linf
+from sparseattack.attacks.pgd_l0 import _project, pgd_l0_linf
 from sparseattack.attacks.sparsefool import linear_solver, sparsefool
 from sparseattack.eval import CountingModel
 from sparseattack.ops.losses import is_adversarial, logit_margin
@@ -100,21 +100,30 @@ def test_registered_with_defaults():
         assert "quantize" in spec.fn.__doc__
 
 
+def _brute_force_l0_projection(delta, lb, ub, k, mask_shape):
+    """The nearest point of {lb <= d <= ub, at most k nonzero units} per example, by trying every
+    set of k kept units (a unit: one entry of a mask of `mask_shape`, broadcast over the rest)."""
+    units = torch.Size(mask_shape).numel()
+    out = []
+    for i in range(delta.shape[0]):
+        best = None
+        for keep in itertools.combinations(range(units), k):
+            m = torch.zeros(units)
+            m[list(keep)] = 1
+            cand = torch.maximum(torch.minimum(delta[i], ub[i]), lb[i]) * m.view(mask_shape)
+            d = (cand - delta[i]).pow(2).sum()
+            best = (d, cand) if best is None or d < best[0] else best
+        out.append(best[1])
+    return torch.stack(out)
+
+
 def test_project_l0_box_is_the_exact_projection():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 2, 2, 2, generator=g)
     delta = torch.randn(2, 2, 2, 2, generator=g)
     lb, ub = (-x).clamp_min(-0.3), (1 - x).clamp_max(0.3)
     proj = project_l0_box(delta, 2, lb, ub)
-    for i in range(2):  # brute force over all pairs of kept pixels
-        best = None
-        for keep in itertools.combinations(range(4), 2):
-            m = torch.zeros(4)
-            m[list(keep)] = 1
-            cand = torch.maximum(torch.minimum(delta[i], ub[i]), lb[i]) * m.view(1, 2, 2)
-            d = (cand - delta[i]).pow(2).sum()
-            best = (d, cand) if best is None or d < best[0] else best
-        torch.testing.assert_close(proj[i], best[1])
+    torch.testing.assert_close(proj, _brute_force_l0_projection(delta, lb, ub, 2, (1, 2, 2)))   # pixels
     assert ((proj.abs().sum(1) > 0).flatten(1).sum(1) <= 2).all()
 
 
@@ -207,7 +216,7 @@ def test_sparsefool_untargeted_and_targeted(fmnist_model, easy, fmnist_pairs):
     # the first fails even with 20 outer steps (its input comes back unchanged), the second
     # succeeds with 451 pixels
     xs, ts = torch.cat([x, fmnist_pairs[0][:2]]), torch.cat([t, fmnist_pairs[2][:2]])
-    adv = sparsefool(fmnist_model, xs, ts, targeted=True, eps=0.5, max_iter=3, deepfool_steps=20)
+    adv = sparsefool(fmnist_model, xs, ts, targeted=True, linf_cap=0.5, steps=3, deepfool_steps=20)
     ok = _finished(fmnist_model, xs, adv, ts, targeted=True, linf=0.5)
     assert ok[:13].sum() >= 8 and not ok[13]
 
@@ -218,17 +227,17 @@ def test_one_pixel_respects_pixel_count(fmnist_model, easy, fmnist_pairs):
     # untargeted, one pixel: the 6 easiest pairs succeed for each of 20 seeds; the hard pair
     # cannot succeed (no single pixel of 11 values in [0, 1] brings its margin below 1.86)
     xs, ys = torch.cat([x[:6], fmnist_pairs[0][:1]]), torch.cat([y[:6], fmnist_pairs[1][:1]])
-    adv = one_pixel(counter, xs, ys, pixels=1, popsize=40, max_iter=10)
+    adv = one_pixel(counter, xs, ys, k=1, popsize=40, steps=10)
     ok = _finished(fmnist_model, xs, adv, ys, targeted=False, k=1)
     assert ok[:6].sum() >= 4 and not ok[6] and counter.gradients == 0
     # targeted, three pixels: 6/6 for each of 20 seeds
-    adv = one_pixel(fmnist_model, x[:6], t[:6], targeted=True, pixels=3, popsize=40, max_iter=10)
+    adv = one_pixel(fmnist_model, x[:6], t[:6], targeted=True, k=3, popsize=40, steps=10)
     ok = _finished(fmnist_model, x[:6], adv, t[:6], targeted=True, k=3)
     assert ok.sum() >= 4
 
 
-def test_corner_search_respects_k_and_eps(fmnist_model, easy):
-    """l0 + l_inf (eps 0.5; the values x +- eps go onto the grid inside the cap): the easiest
+def test_corner_search_respects_k_and_linf_cap(fmnist_model, easy):
+    """l0 + l_inf (linf_cap 0.5; the values x +- 0.5 go onto the grid inside the cap): the easiest
     image toward its top 4 other classes (the one-pixel stage, H * W * 2^C forward passes, is
     shared by an image's pairs). Two succeed in the one-pixel stage, deterministically and with
     target margins 0.29 and 0.46; the other two (best one-pixel margin -5.4) fail after sampling
@@ -239,7 +248,7 @@ def test_corner_search_respects_k_and_eps(fmnist_model, easy):
     with torch.no_grad():
         tops = fmnist_model(x[:1]).scatter(1, y[:1, None], float("-inf")).topk(4, 1).indices
     xs, ts = x[:1].expand(4, -1, -1, -1).clone(), tops.flatten()
-    adv = corner_search(counter, xs, ts, targeted=True, k=6, n_iter=50, eps=0.5, eval_batch=128)
+    adv = corner_search(counter, xs, ts, targeted=True, k=6, steps=50, linf_cap=0.5, eval_batch=128)
     ok = _finished(fmnist_model, xs, adv, ts, targeted=True, k=6, linf=0.5)
     assert ok.sum() >= 1 and not ok.all() and counter.gradients == 0
 
@@ -259,7 +268,7 @@ def test_pgd_l0_linf_respects_both_balls(fmnist_model, easy):
 def test_cw_l0_shrinks_to_a_sparse_success(fmnist_model, easy):
     x, _, t = easy
     x, t = x[[0, 1, 2, 5]], t[[0, 1, 2, 5]]
-    adv = cw_l0(fmnist_model, x, t, targeted=True, max_iterations=30, initial_const=1.0)
+    adv = cw_l0(fmnist_model, x, t, targeted=True, steps=30, initial_const=1.0)
     ok = _finished(fmnist_model, x, adv, t, targeted=True)
     # 4/4 succeed with one pixel each (also with 100 iterations), far below the 784 pixels the
     # first l2 solve may touch
@@ -292,10 +301,10 @@ def _grid64(x):
 
 
 BATCH_SETTINGS = {  # (attack keywords, l0 budget in pixels, l_inf cap)
-    "cw-l0": (dict(max_iterations=5, initial_const=1.0, largest_const=4.0, max_rounds=2), None, None),
-    "one-pixel": (dict(pixels=2, popsize=8, max_iter=2), 2, None),
-    "sparsefool": (dict(num_candidates=3, max_iter=2, deepfool_steps=5, eps=0.3), None, 0.3),
-    "corner-search": (dict(k=4, n_iter=10), 4, None),
+    "cw-l0": (dict(steps=5, initial_const=1.0, largest_const=4.0, max_rounds=2), None, None),
+    "one-pixel": (dict(k=2, popsize=8, steps=2), 2, None),
+    "sparsefool": (dict(num_candidates=3, steps=2, deepfool_steps=5, linf_cap=0.3), None, 0.3),
+    "corner-search": (dict(k=4, steps=10), 4, None),
     "pgd-l0-linf": (dict(k=6, eps=[0.2, 0.4], steps=5, restarts=2), 6, 0.4),
 }
 
@@ -327,3 +336,69 @@ def test_batch_equals_one_at_a_time_in_float64(model64, easy, fmnist_pairs, name
         back = attack(model, x.flip(0), labels.flip(0), targeted=targeted, **kw)
         assert torch.equal(back.flip(0), batch)
         _finished(model, x, batch, labels, targeted=targeted, k=k, linf=linf)
+
+
+# --- the 0.1 names (deprecated) and the granularity of the budget ----------------------------------
+
+DEPRECATED = {  # name: (0.1 keywords, the same call with the new names)
+    "cw-l0": (dict(max_iterations=3, learning_rate=0.02), dict(steps=3, step_size=0.02)),
+    "one-pixel": (dict(pixels=2, max_iter=1), dict(k=2, steps=1)),
+    "sparsefool": (dict(max_iter=1, eps=0.3), dict(steps=1, linf_cap=0.3)),
+    "corner-search": (dict(n_iter=2, eps=0.3), dict(steps=2, linf_cap=0.3)),
+}
+SMALL = {"cw-l0": dict(initial_const=1.0, max_rounds=1), "one-pixel": dict(popsize=8),
+         "sparsefool": dict(num_candidates=3, deepfool_steps=3), "corner-search": dict(k=3)}
+
+
+def _tiny_pairs():
+    model = _Tiny().eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 256, (3, 3, 6, 6), generator=g).float() / 255
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+@pytest.mark.parametrize("name", list(DEPRECATED))
+def test_old_names_warn_and_do_what_the_new_names_do(name):
+    model, x, y = _tiny_pairs()
+    attack, (old, new) = ATTACKS[name], DEPRECATED[name]
+    with pytest.warns(DeprecationWarning, match="is now"):
+        before = attack(model, x, y, **old, **SMALL[name])
+    assert torch.equal(before, attack(model, x, y, **new, **SMALL[name]))
+    old_key = next(iter(old))
+    new_key = attack.__renamed__[old_key]
+    with pytest.raises(TypeError, match="both"):
+        attack(model, x, y, **{old_key: old[old_key], new_key: new[new_key]}, **SMALL[name])
+
+
+@pytest.mark.parametrize("name", ["one-pixel", "corner-search"])
+def test_pixel_only_attacks_refuse_element_budgets(name):
+    model, x, y = _tiny_pairs()
+    with pytest.raises(ValueError, match="granularity"):
+        ATTACKS[name](model, x, y, granularity="element", **SMALL[name])
+
+
+def test_pgd_l0_linf_element_budget(fmnist_model, easy):
+    """granularity='element' counts entries: on a one-channel image it is the pixel attack (the
+    same numbers); on three channels the changed entries stay within k, and the projection is
+    the exact one (brute force)."""
+    x, _, t = easy
+    kw = dict(targeted=True, k=4, eps=0.5, steps=5, restarts=1)
+    assert torch.equal(pgd_l0_linf(fmnist_model, x[:4], t[:4], granularity="element", **kw),
+                       pgd_l0_linf(fmnist_model, x[:4], t[:4], **kw))
+    model, x3, y3 = _tiny_pairs()
+    kw = dict(targeted=True, k=5, eps=0.4, steps=5, restarts=1)
+    # measured: 2 of the 3 pairs succeed with 5 entries; with k = 5 pixels, with 15 entries
+    entries = (pgd_l0_linf(model, x3, (y3 + 1) % 5, granularity="element", **kw) != x3).flatten(1).sum(1)
+    assert (entries <= 5).all() and (entries > 0).sum() >= 1
+    assert (pgd_l0_linf(model, x3, (y3 + 1) % 5, **kw) != x3).flatten(1).sum(1).max() > 5
+    with pytest.raises(ValueError, match="granularity"):
+        pgd_l0_linf(model, x3, y3, granularity="channel")
+
+    g = torch.Generator().manual_seed(4)
+    xb = torch.rand(2, 2, 1, 2, generator=g)
+    delta = torch.randn(2, 2, 1, 2, generator=g)
+    lb, ub = (-xb).clamp_min(-0.3), (1 - xb).clamp_max(0.3)
+    torch.testing.assert_close(_project(delta, 2, lb, ub, "element"),
+                               _brute_force_l0_projection(delta, lb, ub, 2, (2, 1, 2)))    # entries

@@ -22,7 +22,7 @@ from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succ
 from sparseattack.ops.groups import sliding_window_groups
 from sparseattack.ops.losses import cw_margin_loss
 
-SHORT = dict(initial_const=5.0, binary_search_steps=3, max_iterations=250)
+SHORT = dict(initial_const=5.0, binary_search_steps=3, steps=250)
 
 
 _succeeds, _check_finished = succeeds, check_finished
@@ -108,7 +108,7 @@ def test_admm_matches_literal_equations(size, stride, mode):
     windows = sliding_window_groups(side, side, size, stride)
     c, iters = 3.0, 25
     strattack(model, x0, t, targeted=True, groups=windows, initial_const=c, binary_search_steps=1,
-              max_iterations=iters, abort_early=False, overlap_z_step=mode, quantize=False)
+              steps=iters, abort_early=False, overlap_z_step=mode, quantize=False)
     got = model.points
     want = _literal_admm(model, x0, t, windows, c, iters, copies=mode == "copies")
     assert len(got) == iters
@@ -120,7 +120,7 @@ def test_admm_matches_literal_equations(size, stride, mode):
 def test_fewer_groups_than_cw_l2(fmnist_model, pairs4, str_result):
     x, y, t = pairs4
     cw = run_attack(cw_l2, fmnist_model, x, y, targets=t, count_groups=group_index(28, 28), initial_const=1.0,
-                    binary_search_steps=3, max_iterations=100, learning_rate=0.1)
+                    binary_search_steps=3, steps=100, step_size=0.1)
     assert str_result.success.sum() >= 2 and cw.success.sum() >= 2  # typically all 4
     _check_finished(fmnist_model, x, str_result.adv, t)
     _check_finished(fmnist_model, x, cw.adv, t)
@@ -146,7 +146,7 @@ def test_refinement_keeps_success_with_no_more_nonzeros(fmnist_model, pairs4, st
     x, y, t = pairs4
     ok = str_result.success
     refined = strattack_refine(fmnist_model, x, t, str_result.adv, targeted=True, initial_const=5.0,
-                               search_steps=2, iterations=100)
+                               binary_search_steps=2, steps=100)
     still = _check_finished(fmnist_model, x, refined, t)
     assert torch.equal(still, ok)  # a refinement that fails on the grid falls back to the adv given
     before, after = str_result.adv - x, refined - x
@@ -162,7 +162,7 @@ def test_refinement_keeps_success_with_no_more_nonzeros(fmnist_model, pairs4, st
 def test_registered_refined_variant_runs(fmnist_model, pairs4):
     x, y, t = pairs4
     res = run_attack("strattack-refined", fmnist_model, x[:2], y[:2], targets=t[:2], initial_const=5.0,
-                     binary_search_steps=2, max_iterations=150, refine_search_steps=1, refine_iterations=60)
+                     binary_search_steps=2, steps=150, refine_binary_search_steps=1, refine_steps=60)
     assert res.params["refine"] is True and res.success.any()  # typically both
     _check_finished(fmnist_model, x[:2], res.adv, t[:2])
 
@@ -171,18 +171,18 @@ def test_constraints_and_clipping(fmnist_model, fmnist_pairs):
     x, y, t = fmnist_pairs
     x, y, t = x[4:8], y[4:8], t[4:8]
     eps = 0.4  # binds: without it these perturbations reach 0.5 to 1
-    adv = strattack(fmnist_model, x, t, targeted=True, eps=eps, initial_const=5.0,
-                    binary_search_steps=2, max_iterations=150)
+    adv = strattack(fmnist_model, x, t, targeted=True, linf_cap=eps, initial_const=5.0,
+                    binary_search_steps=2, steps=150)
     ok = _check_finished(fmnist_model, x, adv, t, linf=eps)  # the box, the cap, the grid; failures unchanged
     assert ok.any()  # typically 3 of 4 under this cap
     # a per-example cap, and float research mode (off the grid, inside the caps all the same)
     caps = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    adv = strattack(fmnist_model, x, t, targeted=True, eps=caps, initial_const=5.0, binary_search_steps=2,
-                    max_iterations=150, quantize=False)
+    adv = strattack(fmnist_model, x, t, targeted=True, linf_cap=caps, initial_const=5.0, binary_search_steps=2,
+                    steps=150, quantize=False)
     assert ((adv - x).abs().flatten(1).amax(1) <= caps + 1e-6).all() and adv.min() >= 0 and adv.max() <= 1
     assert torch.equal(_succeeds(fmnist_model, adv, t), (adv != x).flatten(1).any(1))
     # untargeted works too
-    un = run_attack("strattack", fmnist_model, x, y, binary_search_steps=2, max_iterations=150,
+    un = run_attack("strattack", fmnist_model, x, y, binary_search_steps=2, steps=150,
                     initial_const=5.0)
     assert un.success.sum() >= 2  # typically all 4
     _check_finished(fmnist_model, x, un.adv, y, targeted=False)
@@ -194,12 +194,12 @@ def test_batch_equals_one_at_a_time(fmnist_model, fmnist_pairs):
     x, _, t = fmnist_pairs
     model64 = copy.deepcopy(fmnist_model).double()
     x, t = _grid64(x[:2]), t[:2]
-    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, max_iterations=30)
+    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, steps=30)
     batch = strattack(model64, x, t, **kw)
     single = torch.cat([strattack(model64, x[i:i + 1], t[i:i + 1], **kw) for i in range(2)])
     assert torch.equal(batch, single) and batch.dtype == torch.float64
     assert (batch != x).any()
-    kw = dict(targeted=True, initial_const=5.0, search_steps=1, iterations=20)
+    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=1, steps=20)
     batch = strattack_refine(model64, x, t, single, **kw)
     single = torch.cat([strattack_refine(model64, x[i:i + 1], t[i:i + 1], single[i:i + 1], **kw) for i in range(2)])
     assert torch.equal(batch, single)
@@ -210,12 +210,12 @@ def test_failures_return_the_input_bit_for_bit(fmnist_model, fmnist_pairs, quant
     x, y, _ = fmnist_pairs
     x, t = x[:2], torch.tensor([3, 7])
     never = NeverFooled(fmnist_model)
-    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, max_iterations=20, quantize=quantize)
+    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=2, steps=20, quantize=quantize)
     assert torch.equal(strattack(never, x, t, **kw), x)
-    assert torch.equal(strattack(never, x, t, refine=True, refine_search_steps=1, refine_iterations=10, **kw), x)
+    assert torch.equal(strattack(never, x, t, refine=True, refine_binary_search_steps=1, refine_steps=10, **kw), x)
     # refining a perturbation that is not adversarial returns the input, not the perturbation
-    assert torch.equal(strattack_refine(never, x, t, (x + 2 / 255).clamp(0, 1), targeted=True, search_steps=1,
-                                        iterations=10, quantize=quantize), x)
+    assert torch.equal(strattack_refine(never, x, t, (x + 2 / 255).clamp(0, 1), targeted=True,
+                                        binary_search_steps=1, steps=10, quantize=quantize), x)
 
 
 def test_group_reporting_helpers():
@@ -261,3 +261,37 @@ def test_bad_inputs_fail_loudly(fmnist_model, fmnist_pairs):
         strattack(fmnist_model, x[:1], t[:1], targeted=True, overlap_z_step="full")
     assert get("strattack-overlap").defaults == {"overlap": True}
     assert get("strattack").sparse and get("strattack-refined").defaults == {"refine": True}
+
+
+def test_old_names_still_work_with_a_deprecation_warning(fmnist_model, pairs4):
+    """0.1's names (eps, max_iterations, refine_iterations, refine_search_steps; strattack_refine's
+    search_steps, iterations, eps) give the same result with a DeprecationWarning; old and new
+    together are a TypeError."""
+    x, _, t = pairs4
+    x, t = x[:2], t[:2]
+    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=1, refine=True, quantize=False)
+    new = strattack(fmnist_model, x, t, linf_cap=0.5, steps=20, refine_steps=10, refine_binary_search_steps=1, **kw)
+    with pytest.warns(DeprecationWarning) as warned:
+        old = strattack(fmnist_model, x, t, eps=0.5, max_iterations=20, refine_iterations=10,
+                        refine_search_steps=1, **kw)
+    assert torch.equal(old, new)
+    said = " ".join(str(w.message) for w in warned)
+    assert all(f"'{name}' is now" in said for name in ("eps", "max_iterations", "refine_iterations",
+                                                         "refine_search_steps"))
+    adv, kw = new, dict(targeted=True, initial_const=5.0, quantize=False)
+    new = strattack_refine(fmnist_model, x, t, adv, binary_search_steps=1, steps=10, linf_cap=0.5, **kw)
+    with pytest.warns(DeprecationWarning) as warned:
+        old = strattack_refine(fmnist_model, x, t, adv, search_steps=1, iterations=10, eps=0.5, **kw)
+    assert torch.equal(old, new) and len({str(w.message) for w in warned}) == 3
+    with pytest.raises(TypeError, match="both"):
+        strattack(fmnist_model, x, t, targeted=True, eps=0.5, linf_cap=0.5)
+    with pytest.raises(TypeError, match="both"):
+        strattack_refine(fmnist_model, x, t, x, targeted=True, iterations=5, steps=5)
+
+
+def test_no_linf_cap_is_the_old_cap_of_one(fmnist_model, pairs4):
+    """linf_cap=None (only the [0, 1] box) gives exactly what 0.1's default eps=1.0 gave."""
+    x, _, t = pairs4
+    kw = dict(targeted=True, initial_const=5.0, binary_search_steps=1, steps=30)
+    assert torch.equal(strattack(fmnist_model, x[:2], t[:2], **kw),
+                       strattack(fmnist_model, x[:2], t[:2], linf_cap=1.0, **kw))

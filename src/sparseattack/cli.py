@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
 from pathlib import Path
+
+from .validation import ValidationError
 
 DEMO_PREFERENCE = ("sapf", "strattack", "ifgsm")
 # The demo's SAPF run: k = 5000 of the 150528 entries (3.3%) and a short schedule (one outer
 # iteration of 20 delta and 20 ADMM steps with rho growing x1.25 so that G nears binary within
 # them, 60 refinement steps, 2 lambda_1 steps from 10), so that it ends in about a minute on
 # 2 CPU cores. `-p` adds to (or overrides single entries of) these; the demo prints what it used.
-DEMO_PARAMS = {"sapf": {"k": 5000, "outer_iters": 1, "delta_steps": 20, "g_steps": 20, "refine_steps": 60,
-                        "search_steps": 2, "lambda_init": 10.0, "rho_growth": 1.25}}
+DEMO_PARAMS = {"sapf": {"k": 5000, "steps": 1, "delta_steps": 20, "g_steps": 20, "refine_steps": 60,
+                        "binary_search_steps": 2, "lambda_init": 10.0, "rho_growth": 1.25}}
 
 
 def _parse_params(items: list[str] | None) -> dict:
@@ -21,10 +24,10 @@ def _parse_params(items: list[str] | None) -> dict:
     params = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"parameter {item!r} must look like key=value")
+            raise ValidationError(f"parameter {item!r} must look like key=value")
         key, value = item.split("=", 1)
         if not key:
-            raise ValueError(f"parameter {item!r} has no name")
+            raise ValidationError(f"parameter {item!r} has no name")
         if "." in key:  # METHOD.key: the method's name keeps its dashes
             method, name = key.rsplit(".", 1)
             key = f"{method}.{name.replace('-', '_')}"
@@ -49,15 +52,17 @@ def _method_params(methods: list[str], items: list[str] | None) -> dict[str, dic
         if "." in key:
             method, name = key.rsplit(".", 1)
             if method not in per:
-                raise ValueError(f"parameter {key!r} names method {method!r}, which this run does not use "
+                raise ValidationError(f"parameter {key!r} names method {method!r}, which this run does not use "
                                  f"(methods: {', '.join(methods)})")
             per[method][name] = value
     for key, value in raw.items():
         if "." in key:
             continue
-        takers = [m for m in methods if get(m).accepts(key)]
+        # current names first; a 0.1 name (deprecated) only where no method takes it as a current name
+        takers = ([m for m in methods if get(m).accepts(key)]
+                  or [m for m in methods if get(m).accepts(key, old_names=True)])
         if not takers:
-            raise ValueError(f"parameter {key!r} is taken by none of the methods {', '.join(methods)}; "
+            raise ValidationError(f"parameter {key!r} is taken by none of the methods {', '.join(methods)}; "
                              f"see `sparseattack attacks METHOD` for a method's parameters")
         for m in takers:
             per[m].setdefault(key, value)
@@ -75,11 +80,11 @@ def _resolve_target(spec: str, dataset: str) -> int:
     if spec.strip().isdigit():
         t = int(spec)
         if not 0 <= t < len(names):
-            raise ValueError(f"target class must be in [0, {len(names) - 1}], got {t}")
+            raise ValidationError(f"target class must be in [0, {len(names) - 1}], got {t}")
         return t
     lowered = [n.lower() for n in names]
     if spec.lower() not in lowered:
-        raise ValueError(f"unknown class {spec!r} for {dataset}; classes: {', '.join(names)}")
+        raise ValidationError(f"unknown class {spec!r} for {dataset}; classes: {', '.join(names)}")
     return lowered.index(spec.lower())
 
 
@@ -102,6 +107,7 @@ def _write_outputs(res, out: Path, dataset: str, stem: str, model) -> dict:
     import torch
 
     from .data import load_image
+    from .ops.losses import is_adversarial
     from .plots import save_image, save_perturbation_map
 
     out.mkdir(parents=True, exist_ok=True)
@@ -112,10 +118,12 @@ def _write_outputs(res, out: Path, dataset: str, stem: str, model) -> dict:
         name = f"{stem}{i}" if len(res) > 1 else stem
         adv_png = save_image(res.adv[i], out / f"{name}_adv.png")
         saved = load_image(adv_png, channels=channels).to(res.adv.device, res.adv.dtype)
-        with torch.no_grad():
-            png_pred = int(model(saved).argmax(1))
         label, target = rec["label"], rec["target"]
-        png_success = png_pred == target if target is not None else png_pred != label
+        with torch.no_grad():
+            logits = model(saved)
+        png_pred = int(logits.argmax(1))
+        png_success = bool(is_adversarial(logits, torch.tensor([label if target is None else target],
+                                                               device=logits.device), targeted=target is not None))
         verdict = ("success" if png_success else
                    "float success, NOT adversarial as saved (8-bit)" if rec["float_success"] else "failed")
         title = (f"{res.method}: {_class_name(label, dataset)} -> {_class_name(png_pred, dataset)}"
@@ -138,7 +146,7 @@ def _write_outputs(res, out: Path, dataset: str, stem: str, model) -> dict:
 def _out_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a directory for the outputs")
+        raise ValidationError(f"--out {out} is a file; give a directory for the outputs")
     return out
 
 
@@ -151,9 +159,9 @@ def _parse_slice(spec: str, n: int) -> list[int]:
         else:
             start, stop = int(spec), int(spec) + 1
     except ValueError:
-        raise ValueError(f"index or slice {spec!r} must look like 7 or 0:20") from None
+        raise ValidationError(f"index or slice {spec!r} must look like 7 or 0:20") from None
     if not 0 <= start < stop <= n:
-        raise ValueError(f"slice {spec!r} is out of range for a dataset of {n} images")
+        raise ValidationError(f"slice {spec!r} is out of range for a dataset of {n} images")
     return list(range(start, stop))
 
 
@@ -166,7 +174,7 @@ def _load_inputs(spec: str, info, index: str) -> tuple:
     size = info.input_shape[-1] if info.dataset == "imagenet" else None
     x, y = load_dataset(spec, size=size, channels=info.input_shape[0], num_classes=info.num_classes)
     if x.shape[1:] != torch.Size(info.input_shape):
-        raise ValueError(f"model {info.name} expects images of shape {info.input_shape}, got {tuple(x.shape[1:])} "
+        raise ValidationError(f"model {info.name} expects images of shape {info.input_shape}, got {tuple(x.shape[1:])} "
                          f"from {spec}")
     idx = _parse_slice(index, len(x))
     return x[idx], y[idx], idx
@@ -177,11 +185,11 @@ def _load_model(name: str, device: str):
 
     from . import models
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        raise ValidationError(f"--device {device}: CUDA is not available on this machine")
     try:
         torch.device(device)
     except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+        raise ValidationError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") from None
     return models.describe(name), models.load(name, device)
 
 
@@ -197,7 +205,7 @@ def cmd_attack(args) -> int:
     info, model = _load_model(args.model, args.device)
     source = args.image or args.dataset or ("fashion-mnist" if info.dataset == "fashion-mnist" else None)
     if source is None:
-        raise ValueError("give --image PATH or --dataset SPEC")
+        raise ValidationError("give --image PATH or --dataset SPEC")
     x, y, _ = _load_inputs(source, info, args.index)
     x = x.to(args.device)
     with torch.no_grad():
@@ -283,19 +291,19 @@ def cmd_eval(args) -> int:
     # everything a run needs is checked here, before any attack runs
     methods = [get(m.strip()).name for m in args.methods.split(",") if m.strip()]
     if not methods:
-        raise ValueError("--methods is empty")
+        raise ValidationError("--methods is empty")
     if len(set(methods)) != len(methods):
-        raise ValueError(f"--methods names a method twice: {args.methods}")
+        raise ValidationError(f"--methods names a method twice: {args.methods}")
     if args.criterion not in NORM_KEYS:
-        raise ValueError(f"--criterion must be one of {', '.join(NORM_KEYS)}, got {args.criterion!r}")
+        raise ValidationError(f"--criterion must be one of {', '.join(NORM_KEYS)}, got {args.criterion!r}")
     per_method = _method_params(methods, args.param)
     info, model = _load_model(args.model, args.device)
     dataset = args.dataset or ("fashion-mnist" if info.dataset == "fashion-mnist" else None)
     if dataset is None:
-        raise ValueError(f"model {info.name} needs --dataset (a folder with labels.csv, e.g. an ImageNet sample)")
+        raise ValidationError(f"model {info.name} needs --dataset (a folder with labels.csv, e.g. an ImageNet sample)")
     x, y, idx = _load_inputs(dataset, info, args.slice)
     if (y < 0).any():
-        raise ValueError(f"eval needs labelled images; {dataset} has none (a dataset or a folder with labels.csv)")
+        raise ValidationError(f"eval needs labelled images; {dataset} has none (a dataset or a folder with labels.csv)")
     x, y = x.to(args.device), y.to(args.device)
     quantize = not args.float
     configs = [run_config(model, m, targets=args.targets, seed=args.seed, quantize=quantize, model_name=info.name,
@@ -310,7 +318,7 @@ def cmd_eval(args) -> int:
             check_compatible(existing, configs, str(out))
     correct = correctly_classified(model, x, y)
     if not correct:
-        raise ValueError(f"the model misclassifies every image of {dataset} [{args.slice}]: nothing to attack")
+        raise ValidationError(f"the model misclassifies every image of {dataset} [{args.slice}]: nothing to attack")
     one = correct[0]
     t1 = (y[one:one + 1] + 1) % info.num_classes
     for m in methods:
@@ -347,7 +355,7 @@ def cmd_train(args) -> int:
     torch.set_num_threads(args.threads) if args.threads else None
     out = args.out or "fmnist_cw.pt"
     if Path(out).is_dir():
-        raise ValueError(f"--out {out} is a directory; give a file path such as {Path(out) / 'fmnist_cw.pt'}")
+        raise ValidationError(f"--out {out} is a directory; give a file path such as {Path(out) / 'fmnist_cw.pt'}")
     _, acc = train.train_fmnist(args.epochs, seed=args.seed, out=out)
     print(f"Fashion-MNIST test accuracy: {100 * acc:.2f}%  (weights saved to {out})")
     return 0
@@ -371,13 +379,16 @@ def cmd_attacks(args) -> int:
         return 0
     spec = get(args.method)
     print(f"{spec.name}: {spec.description}\n")
-    doc = (spec.fn.__doc__ or "").strip()
+    doc = inspect.getdoc(spec.fn) or ""
     if doc:
         print(doc + "\n")
     print("parameters (-p key=value; defaults of this method):")
     for key, value in sorted(spec.parameters().items()):
         print(f"  {key:22s} {value!r}")
     return 0
+
+
+_POSITIONAL = object()  # a table entry of `build_parser` without a default: a positional argument
 
 
 def _positive_int(text: str) -> int:
@@ -409,54 +420,50 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                         help="attack parameter (repeatable; see `sparseattack attacks METHOD`)")
 
-    d = sub.add_parser("demo", parents=[device, quant, params], formatter_class=fmt,
-                       help="attack a scikit-image photo with EfficientNet-Lite0 toward a named class")
-    d.add_argument("--photo", default="chelsea", help="scikit-image photo (chelsea, coffee, astronaut, rocket)")
-    d.add_argument("--target", default="espresso", help="ImageNet class name or index")
-    d.add_argument("--method", default=None, help="attack (default: sapf with a short schedule; -p adds to it)")
-    d.add_argument("--out", default="outputs/demo", help="output directory")
-    d.set_defaults(func=cmd_demo)
+    def command(name: str, func, help_text: str, options: list[tuple], parents=(device, quant, params),
+                exclusive: tuple[str, ...] = ()):
+        """A subcommand from a table of (flag, default, help[, extra add_argument keywords]); the flags
+        in `exclusive` form a mutually exclusive group."""
+        cmd = sub.add_parser(name, parents=list(parents), formatter_class=fmt, help=help_text)
+        group = cmd.add_mutually_exclusive_group() if exclusive else None
+        for flag, default, text, *extra in options:
+            (group if flag in exclusive else cmd).add_argument(
+                flag, **({} if default is _POSITIONAL else {"default": default}), help=text,
+                **(extra[0] if extra else {}))
+        cmd.set_defaults(func=func)
 
-    a = sub.add_parser("attack", parents=[device, quant, params], formatter_class=fmt,
-                       help="attack one image or a dataset slice; writes PNGs and a JSON report")
-    a.add_argument("--model", default="fmnist-cw", help="registered model (see `sparseattack models`)")
-    a.add_argument("--method", default="ifgsm", help="attack (see `sparseattack attacks`)")
-    src = a.add_mutually_exclusive_group()
-    src.add_argument("--image", help="an image file or skimage:NAME")
-    src.add_argument("--dataset", help="fashion-mnist, mnist:DIR, cifar10:DIR or a folder with labels.csv")
-    a.add_argument("--index", default="0", help="image index or slice START:STOP of the dataset")
-    a.add_argument("--target", help="target class (name or index); untargeted if omitted")
-    a.add_argument("--label", help="true class of --image (default: the model's prediction)")
-    a.add_argument("--out", default="outputs/attack", help="output directory")
-    a.add_argument("--name", default="attack", help="file name stem of the outputs")
-    a.set_defaults(func=cmd_attack)
-
-    e = sub.add_parser("eval", parents=[device, quant, params], formatter_class=fmt,
-                       help="the papers' targeted protocol over a dataset slice (resumable)")
-    e.add_argument("--model", default="fmnist-cw", help="registered model (see `sparseattack models`)")
-    e.add_argument("--methods", default="ifgsm", help="comma-separated attack names")
-    e.add_argument("--dataset", default=None, help="default: the model's own (fashion-mnist for fmnist-cw)")
-    e.add_argument("--slice", default="0:20", help="images START:STOP of the dataset")
-    e.add_argument("--targets", type=_targets, default="all",
-                   help="'all' other classes or a number of seeded random targets")
-    e.add_argument("--seed", type=int, default=0, help="seed of the random targets")
-    e.add_argument("--batch-size", type=_positive_int, default=64, help="pairs attacked together")
-    e.add_argument("--criterion", default="l2", help="norm that ranks targets for best/worst case")
-    e.add_argument("--out", default=None,
-                   help="results JSONL (default: outputs/eval/MODEL-HASH.jsonl, HASH over the configuration)")
-    e.add_argument("--fresh", action="store_true",
-                   help="if --out holds records of another configuration, move it aside and start anew")
-    e.set_defaults(func=cmd_eval)
-
-    t = sub.add_parser("train", parents=[device], formatter_class=fmt,
-                       help="train a small net (fmnist: the C&W MNIST net on Fashion-MNIST)")
-    t.add_argument("dataset", choices=["fmnist"])
-    t.add_argument("--epochs", type=_positive_int, default=6, help="training epochs (at least 1)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initialization and data order")
-    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    t.add_argument("--out", default=None, help="weights file (default: fmnist_cw.pt)")
-    t.set_defaults(func=cmd_train)
-
+    command("demo", cmd_demo, "attack a scikit-image photo with EfficientNet-Lite0 toward a named class", [
+        ("--photo", "chelsea", "scikit-image photo (chelsea, coffee, astronaut, rocket)"),
+        ("--target", "espresso", "ImageNet class name or index"),
+        ("--method", None, "attack (default: sapf with a short schedule; -p adds to it)"),
+        ("--out", "outputs/demo", "output directory")])
+    model = ("--model", "fmnist-cw", "registered model (see `sparseattack models`)")
+    command("attack", cmd_attack, "attack one image or a dataset slice; writes PNGs and a JSON report", [
+        model, ("--method", "ifgsm", "attack (see `sparseattack attacks`)"),
+        ("--image", None, "an image file or skimage:NAME"),
+        ("--dataset", None, "fashion-mnist, mnist:DIR, cifar10:DIR or a folder with labels.csv"),
+        ("--index", "0", "image index or slice START:STOP of the dataset"),
+        ("--target", None, "target class (name or index); untargeted if omitted"),
+        ("--label", None, "true class of --image (default: the model's prediction)"),
+        ("--out", "outputs/attack", "output directory"), ("--name", "attack", "file name stem of the outputs")],
+        exclusive=("--image", "--dataset"))
+    command("eval", cmd_eval, "the papers' targeted protocol over a dataset slice (resumable)", [
+        model, ("--methods", "ifgsm", "comma-separated attack names"),
+        ("--dataset", None, "default: the model's own (fashion-mnist for fmnist-cw)"),
+        ("--slice", "0:20", "images START:STOP of the dataset"),
+        ("--targets", "all", "'all' other classes or a number of seeded random targets", {"type": _targets}),
+        ("--seed", 0, "seed of the random targets", {"type": int}),
+        ("--batch-size", 64, "pairs attacked together", {"type": _positive_int}),
+        ("--criterion", "l2", "norm that ranks targets for best/worst case"),
+        ("--out", None, "results JSONL (default: outputs/eval/MODEL-HASH.jsonl, HASH over the configuration)"),
+        ("--fresh", False, "if --out holds records of another configuration, move it aside and start anew",
+         {"action": "store_true"})])
+    command("train", cmd_train, "train a small net (fmnist: the C&W MNIST net on Fashion-MNIST)", [
+        ("dataset", _POSITIONAL, "what to train", {"choices": ["fmnist"]}),
+        ("--epochs", 6, "training epochs (at least 1)", {"type": _positive_int}),
+        ("--seed", 0, "seed of the initialization and data order", {"type": int}),
+        ("--threads", 0, "torch threads (0: torch's default)", {"type": int}),
+        ("--out", None, "weights file (default: fmnist_cw.pt)")], parents=(device,))
     sub.add_parser("models", parents=[device], help="list registered models").set_defaults(func=cmd_models)
     at = sub.add_parser("attacks", parents=[device], help="list attack methods, or one method's parameters")
     at.add_argument("method", nargs="?", help="show this method's parameters and defaults")
@@ -468,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except ValidationError as err:  # the user's input; anything else is a bug and shows its traceback
         print(f"sparseattack: error: {err}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 from torch import Tensor
+from .validation import ValidationError
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -31,12 +32,12 @@ def save_image(image: Tensor, path: str | Path) -> Path:
     from PIL import Image
 
     if image.dim() == 4 and image.shape[0] != 1:
-        raise ValueError(f"save_image saves one image, got a batch of {image.shape[0]}")
+        raise ValidationError(f"save_image saves one image, got a batch of {image.shape[0]}")
     if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3):
-        raise ValueError(f"save_image expects a (C, H, W) or (1, C, H, W) tensor with C = 1 or 3, "
+        raise ValidationError(f"save_image expects a (C, H, W) or (1, C, H, W) tensor with C = 1 or 3, "
                          f"got shape {tuple(image.shape)}")
     if not bool(image.detach().isfinite().all()):
-        raise ValueError("save_image: the image has NaN or infinite values")
+        raise ValidationError("save_image: the image has NaN or infinite values")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(image)
@@ -44,7 +45,7 @@ def save_image(image: Tensor, path: str | Path) -> Path:
     try:
         im.save(path, format=None if path.suffix else "PNG")
     except (ValueError, KeyError) as exc:  # PIL: unknown extension
-        raise ValueError(f"cannot save an image as {path}: {exc}") from None
+        raise ValidationError(f"cannot save an image as {path}: {exc}") from None
     return path
 
 

@@ -1,77 +1,34 @@
 """SAPF: sparse adversarial attack via perturbation factorization (Fan et al., ECCV 2020).
 
-The perturbation is factorized as eps = delta * G (Eq. 2) with G binary and 1^T G = k, and
+The perturbation is factorized as delta * G (Eq. 2): magnitudes delta, positions G in {0, 1}^N,
+and the attack solves, per (image, target) pair,
 
-    min_{delta, G}  ||w * delta * G||^2 + lambda_1 * L(f(x + delta * G), t)
-    s.t. 1^T G = k,  G in {0, 1}^N                                             (Eq. 3; w = 1)
+    min_{delta, G}  ||w * delta * G||^2 + lambda_1 L(f(x + delta * G), t)  [+ lambda_2 sum_i ||G^i||_2]
+    s.t.  1^T G = k,  G in {0, 1}^N = S_b (box) n S_p (l2-sphere)          (Eq. 3, 4; SAPF-VI w: Eq. 17;
+                                                                            SAPF-GS lambda_2: Eq. 16)
 
-is solved by Algorithm 1: starting from G = 1, delta = 0, alternate
-  Step 1   gradient steps on delta (Eq. 7), and
-  Step 2   an lp-box ADMM on G (Eq. 8-15): G in {0,1}^N <=> G in S_b (box) and S_p (l2-sphere,
-           Eq. 4), split as G = Y1 = Y2; Y1 by the box projection (Eq. 11), Y2 by the sphere
-           projection (Eq. 13), a gradient step on G (Eq. 14), then the dual updates.
-lambda_1 is searched per pair (Sec. 4.1): bounds [0, 100], x10 until a first success, then
-bisection, keeping each pair's successful result of smallest l2.
+Algorithm 1, as `_algorithm1` runs it for every pair of the batch at once:
 
-Choices where the paper is vague or inexact (documented and tested):
-- Dual update. Eq. (15) prints Z <- Z + rho (G - Z); ADMM (and the authors' code) use
-  Z1 <- Z1 + rho1 (G - Y1), Z2 <- Z2 + rho2 (G - Y2), which is what we do.
-- One ADMM iteration = Y1, Y2 updates, one G gradient step, dual updates, then rho <- 1.01 rho;
-  "2000 G steps" are 2000 such iterations. As in the authors' code, the duals restart from
-  Y = 1, Z = 0 at each Step 2 while rho and the step sizes carry over between iterations.
-- The cardinality penalty. With rho3 up to 100 the term rho3/2 (1^T G - k)^2 has curvature
-  rho3 * N along 1, so the gradient step (14) with step 0.1 diverges (we observed G's sum
-  oscillating by thousands). The authors' code caps this penalty at 0.01 and gives the cap of
-  100 to a group-sparsity split; we cap it at 0.01 too (rho_max = (20, 10, 0.01)) and, for
-  large N, also bound the G step by 1 / (rho1 + rho2 + rho3 * N), the inverse Lipschitz
-  constant of the penalty terms, so the iteration is stable at any image size.
-- Exact sparsity. The final support is exactly the top-k entries of G (thresholding G > 0.5
-  does not guarantee 1^T G = k), then delta is refined by Eq. (7) on that fixed support, so
-  l0 <= k holds for every output.
-- The [0, 1] range: delta is projected onto [-x, 1 - x] (intersected with [-eps, eps] if an
-  l_inf cap is given) after each step, so x + delta * G stays in the box for G in [0, 1]; the
-  forward pass also clips, as the paper states.
-- Granularity 'element' (the paper: k counts the N = w*h*c entries) or 'pixel' (one G per
-  spatial position shared by its channels; k counts pixels).
-- Step sizes: the paper's plain gradient descent with step 0.1 decayed x0.9 every 50 steps
-  (floored at 0.001, as the authors' code), continuing across outer iterations.
+    1: G = 1, delta = 0
+    2: repeat `steps` times
+    3:   Step 1 (`_step1_delta`): `delta_steps` gradient steps on delta, G fixed          (Eq. 6-7)
+    4:   Step 2 (`_step2_g`): `g_steps` iterations of lp-box ADMM on G, delta fixed       (Eq. 8-15)
+           Y1 = P_Sb(G + Z1 / rho1)                                                       (Eq. 11)
+           Y2 = P_Sp(G + Z2 / rho2)                                                       (Eq. 13)
+           [SAPF-GS: Y3 = group soft-thresholding of G + Z3 / rho_g (`_GroupSplit`)]
+           G <- G - eta_G dL/dG                                                           (Eq. 14)
+           Z1 += rho1 (G - Y1),  Z2 += rho2 (G - Y2),  z3 += rho3 (1^T G - k)             (Eq. 15)
+           rho <- min(rho_growth * rho, rho_max)
+    5: support = the top k of G; Step 1 again on that support, keeping the best success
 
-SAPF-GS (Eq. 16) adds lambda_2 * sum_i ||G^i||_2 over groups (SLIC superpixels by default). The
-paper says to add its gradient to Eq. (14); that gradient, lambda_2 G^i / ||G^i||, never makes a
-group exactly zero and in our measurements did not concentrate the support at all. We handle the
-term as the authors' code does, by one more ADMM split G = Y3 whose update is the group
-soft-thresholding prox (rho_group from 5e-3 growing to 100: the "100" of the paper's rho caps).
-That alone still left the final top-k of G spread over as many groups as lambda_2 = 0 (measured),
-because the top-k step ignores groups; so SAPF-GS also picks its final support group-aware: whole
-groups in decreasing order of their mean G, then the largest entries of the last group
-(`ops.groups.group_topk_mask`), which keeps exactly k entries and realizes the sum_i ||G^i|| term's
-intent of few, fully used groups.
-SAPF-VI (Eq. 17) weights the distortion by w (Sec. 4.3 strategies).
-
-The "fast" preset (default) aims at the paper preset's success rate and l2 with a small fraction
-of its model gradient evaluations (benchmarks/sapf.py measures both): 3 outer iterations of 100
-Adam steps on delta (step 0.1 decayed x0.9 every 20 steps) and 200 ADMM iterations on G with rho
-growing x1.05 per iteration (rho nears its caps by the end of each Step 2 instead of after ~1000
-iterations), 500 refinement steps, C&W's abort-early rule per pair, each search step warm-started
-from the previous one's G and delta, and lambda_1 starting at 1 so that the 6 search steps bisect
-instead of spending 3-4 steps growing from 0.001. How it was tuned (Fashion-MNIST, shipped net):
-the G schedule matters most for success at small k (k = 39, 5 images x 9 targets: 80 iterations
-with x1.25, G binary within one Step 2, reached 47% ASR; 200 with x1.05 76%; 400 with x1.025 78% at
-twice the cost); the delta step size and refinement length set the l2 (k = 80, the 18 pairs the
-paper preset was run on: mean l2 over the paper preset's 1.17x with step 0.05 and 150 refinement
-steps, 1.04x with step 0.1, 100 delta steps and 500 refinement steps, at 64% ASR for k = 39).
-Measured afterwards on 90 pairs (10 images x 9 targets, k = 80): 100% ASR for both presets, mean
-l2 fast/paper = 0.997, 44.5x fewer gradient evaluations (benchmarks/results/sapf_fmnist.md).
-
-The result goes through `ops.quantize.finish` with the optional `eps` as its l_inf cap: with
-`quantize=True` (default) the perturbed entries end on the 8-bit grid while every unperturbed
-entry stays exactly the input's (so l0 <= k still holds), success is re-checked on that 8-bit
-image, and an example that does not succeed is returned unchanged. `sapf_min_k` finishes the
-output of every k it tries and bisects on the success of that finished output.
+around which lambda_1 is searched per pair (Sec. 4.1, `_sapf`). The choices where the paper is vague
+are the Notes of `sapf`; how the "fast" preset was tuned is in benchmarks/SAPF_TUNING.md.
 """
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -81,57 +38,179 @@ from torch import Tensor, nn
 
 from ..ops.groups import grid_segments, group_topk_mask, segment_soft_threshold, superpixel_segments
 from ..ops.losses import adversarial_loss, is_adversarial
+from ..ops.optim import AbortEarly, BatchAdam, decayed_step_size
 from ..ops.projections import project_box, project_l2_sphere, topk_mask
 from ..ops.quantize import finish, finish_candidate, report_float_success, succeeds
-from ..ops.search import BestAdversarial, TradeoffSearch
-from ..validation import check_attack_call, resolve_k
-from .ifgsm import _per_example
+from ..ops.search import BestAdversarial, IntegerSearch, MinimalBudget, TradeoffSearch
+from ..ops.tensors import (budget_count, check_granularity, is_imagenet_size, per_example,
+                           perturbation_bounds)
+from ..ops.working_set import WorkingSet
+from ..validation import ValidationError, ValidationTypeError, check_attack_call
+from ._renames import renamed, translate
 
-__all__ = ["sapf", "sapf_gs", "sapf_vi", "sapf_min_k", "SAPFSchedule", "PRESETS", "imperceptibility_weights"]
+__all__ = ["sapf", "sapf_gs", "sapf_vi", "find_min_k", "sapf_min_k", "SAPFSchedule", "PRESETS",
+           "imperceptibility_weights"]
 
+# 0.1 names (old -> new), accepted with a DeprecationWarning until 0.3.
+_SCHEDULE_RENAMES = {"outer_iters": "steps", "search_steps": "binary_search_steps", "lr": "step_size",
+                     "lr_decay": "step_size_decay", "lr_min": "step_size_min"}
+_RENAMES = {"eps": "linf_cap", **_SCHEDULE_RENAMES}
+
+
+# ----------------------------------------------------------------------------------------------
+# The schedule
+# ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SAPFSchedule:
-    """Iteration schedule of Algorithm 1 and the lambda_1 search (Sec. 4.1)."""
-    outer_iters: int = 10            # Algorithm 1 iterations
-    delta_steps: int = 2000          # gradient steps on delta per iteration (Eq. 7)
-    g_steps: int = 2000              # ADMM iterations on G per iteration (Eq. 11-15)
-    refine_steps: int = 2000         # delta steps on the final top-k support
-    lr: float = 0.1                  # initial step size (delta and G)
-    lr_decay: float = 0.9            # step decay ...
-    decay_every: int = 50            # ... every this many steps
-    optimizer: str = "sgd"           # 'sgd' (the paper's plain gradient descent) or 'adam'
-    search_steps: int = 6            # lambda_1 binary search steps
-    lambda_init: float | None = None  # None: 0.01 on ImageNet-size inputs, else 0.001 (Sec. 4.1)
-    lambda_bounds: tuple[float, float] = (0.0, 100.0)
-    lr_min: float = 1e-3             # step-size floor
-    rho_init: tuple[float, float, float] = (5e-3, 5e-3, 1e-4)
-    rho_max: tuple[float, float, float] = (20.0, 10.0, 0.01)  # see the module docstring
-    rho_group_init: float = 5e-3     # SAPF-GS split G = Y3 (authors' code: 5e-3 growing to 100)
-    rho_group_max: float = 100.0
-    rho_growth: float = 1.01         # per ADMM iteration
-    warm_start: bool = False         # start each search step from the previous G, delta
-    abort_early: bool = False        # stop a pair's delta loop once its objective stalls
+    """Iteration schedule of Algorithm 1 and of the lambda_1 search (Sec. 4.1).
 
+    The defaults are the paper's settings (`PRESETS["paper"]`); every field can also be given to
+    `sapf` as a keyword, overriding the chosen preset.
+
+    Parameters
+    ----------
+    steps : int, default 10
+        Iterations of Algorithm 1 (its "while not converged" loop; the paper stops after 10).
+    delta_steps : int, default 2000
+        Gradient steps on delta per iteration (Step 1, Eq. 7).
+    g_steps : int, default 2000
+        ADMM iterations on G per iteration (Step 2, Eq. 11-15); each one takes one gradient step
+        on G (Eq. 14).
+    refine_steps : int, default 2000
+        Steps on delta once the support is fixed to the top k of G (see Notes).
+    step_size : float, default 0.1
+        Initial step size of delta and G (the paper's eta_delta and eta_G).
+    step_size_decay : float, default 0.9
+        Factor applied to the step size ...
+    decay_every : int, default 50
+        ... every this many steps; the count continues across the iterations of Algorithm 1.
+    optimizer : {'sgd', 'adam'}, default 'sgd'
+        Steps on delta: 'sgd' is the paper's plain gradient descent, 'adam' Adam with the same
+        (decayed) step size. G always takes plain gradient steps.
+    binary_search_steps : int, default 6
+        Steps of the search over lambda_1 (Sec. 4.1: 6).
+    lambda_init : float or None, default None
+        First lambda_1; None: 0.01 on ImageNet-size inputs, else 0.001 (Sec. 4.1), the size rule
+        being `ops.tensors.is_imagenet_size`. `sapf(lambda_init=...)` overrides it.
+    lambda_bounds : tuple of float, default (0.0, 100.0)
+        Lower and upper bound of lambda_1 (Sec. 4.1).
+    step_size_min : float, default 1e-3
+        Floor of the decayed step size (the authors' code).
+    rho_init : tuple of float, default (5e-3, 5e-3, 1e-4)
+        Initial ADMM penalties (rho_1, rho_2, rho_3) of the box, sphere and cardinality
+        constraints (Sec. 4.1).
+    rho_max : tuple of float, default (20.0, 10.0, 0.01)
+        Caps of the penalties. The paper prints (20, 10, 100); rho_3 = 0.01 follows the authors'
+        code (see the Notes of `sapf`).
+    rho_group_init : float, default 5e-3
+        SAPF-GS: initial penalty of the split G = Y3 (the authors' code).
+    rho_group_max : float, default 100.0
+        SAPF-GS: its cap (the "100" of the paper's rho caps).
+    rho_growth : float, default 1.01
+        Factor applied to every rho after each ADMM iteration (Sec. 4.1).
+    warm_start : bool, default False
+        Start each search step from the previous step's G and delta instead of G = 1, delta = 0.
+    abort_early : bool, default False
+        In Step 1, a pair leaves the loop once its objective stops decreasing (C&W's rule,
+        `ops.optim.AbortEarly`: checked every tenth of the steps, 0.9999 tolerance).
+
+    Notes
+    -----
+    0.1 names, still accepted with a DeprecationWarning until 0.3 (as keywords of the
+    constructor and of `sapf`, and as read-only attributes): outer_iters (steps), search_steps
+    (binary_search_steps), lr (step_size), lr_decay (step_size_decay), lr_min (step_size_min).
+    """
+    steps: int = 10
+    delta_steps: int = 2000
+    g_steps: int = 2000
+    refine_steps: int = 2000
+    step_size: float = 0.1
+    step_size_decay: float = 0.9
+    decay_every: int = 50
+    optimizer: str = "sgd"
+    binary_search_steps: int = 6
+    lambda_init: float | None = None
+    lambda_bounds: tuple[float, float] = (0.0, 100.0)
+    step_size_min: float = 1e-3
+    rho_init: tuple[float, float, float] = (5e-3, 5e-3, 1e-4)
+    rho_max: tuple[float, float, float] = (20.0, 10.0, 0.01)
+    rho_group_init: float = 5e-3
+    rho_group_max: float = 100.0
+    rho_growth: float = 1.01
+    warm_start: bool = False
+    abort_early: bool = False
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValidationError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+
+    def step_size_at(self, step: int) -> float:
+        """The decayed step size of the `step`-th step (Sec. 4.1)."""
+        return decayed_step_size(self.step_size, step, decay=self.step_size_decay, every=self.decay_every,
+                                 minimum=self.step_size_min)
+
+
+def _accept_old_schedule_names(cls):
+    """SAPFSchedule(outer_iters=...) and schedule.outer_iters keep working, with a warning."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **translate(cls.__name__, _SCHEDULE_RENAMES, kwargs))
+
+    def old_attribute(old: str, new: str) -> property:
+        def get(self):
+            warnings.warn(f"SAPFSchedule.{old} is now {new}; the old name goes away in 0.3",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(self, new)
+        return property(get)
+
+    cls.__init__ = __init__
+    for old, new in _SCHEDULE_RENAMES.items():
+        setattr(cls, old, old_attribute(old, new))
+    return cls
+
+
+_accept_old_schedule_names(SAPFSchedule)
 
 PRESETS: dict[str, SAPFSchedule] = {
     "paper": SAPFSchedule(),
-    "fast": SAPFSchedule(outer_iters=3, delta_steps=100, g_steps=200, refine_steps=500, lr=0.1,
-                         lr_decay=0.9, decay_every=20, optimizer="adam", search_steps=6,
+    # A fraction of the paper's gradient evaluations for its success rate and l2: benchmarks/SAPF_TUNING.md.
+    "fast": SAPFSchedule(steps=3, delta_steps=100, g_steps=200, refine_steps=500, step_size=0.1,
+                         step_size_decay=0.9, decay_every=20, optimizer="adam", binary_search_steps=6,
                          lambda_init=1.0, rho_growth=1.05, warm_start=True, abort_early=True),
 }
 
 
 def imperceptibility_weights(inputs: Tensor, strategy: str = "variance", n: int = 3) -> Tensor:
-    """Per-entry weights w in [0, 1] of SAPF-VI (Sec. 4.3): 'uniform' (w = 1), 'variance'
-    (w = 1/sigma over the n x n neighbourhood, where the paper's var(x_i) is the local standard
-    deviation) or 'variance-mean' (w = 1/(sigma * mu)). Each image's weights are divided by their
-    maximum to lie in [0, 1]; sigma and mu are floored at 1/255 (one grey level) so that flat
-    regions get the largest, finite weight."""
+    """The per-entry weights w in [0, 1] of SAPF-VI (Eq. 17; Sec. 4.3's strategies).
+
+    Parameters
+    ----------
+    inputs : Tensor
+        Images (B, C, H, W) in [0, 1].
+    strategy : {'variance', 'uniform', 'variance-mean'}, default 'variance'
+        'uniform': w = 1 (plain SAPF); 'variance': w = 1 / sigma over the n x n neighbourhood;
+        'variance-mean': w = 1 / (sigma * mu), mu the neighbourhood's mean.
+    n : int, default 3
+        Side of the neighbourhood (Sec. 4.3: 3).
+
+    Returns
+    -------
+    Tensor
+        Weights shaped like `inputs`, each image's divided by their maximum to lie in [0, 1].
+
+    Notes
+    -----
+    The paper's var(x_i) is the square root of the local variance, i.e. the standard deviation
+    sigma. sigma and mu are floored at 1/255 (one grey level) so that flat regions get the
+    largest, finite weight; the borders are padded by replication.
+    """
     if strategy == "uniform":
         return torch.ones_like(inputs)
     if strategy not in ("variance", "variance-mean"):
-        raise ValueError(f"unknown weighting strategy {strategy!r}; use uniform, variance or variance-mean")
+        raise ValidationError(f"unknown weighting strategy {strategy!r}; use uniform, variance or variance-mean")
     pad = n // 2
     padded = F.pad(inputs, (pad, pad, pad, pad), mode="replicate")
     mu = F.avg_pool2d(padded, n, stride=1)
@@ -143,170 +222,267 @@ def imperceptibility_weights(inputs: Tensor, strategy: str = "variance", n: int 
     return w / w.flatten(1).amax(1).view(-1, 1, 1, 1)
 
 
-class _Optimizer:
-    """Per-example gradient descent (plain or Adam) with the step decay of Sec. 4.1; `t0` is the
-    number of steps already taken, so the decay continues across calls."""
+# ----------------------------------------------------------------------------------------------
+# The problem and the state Algorithm 1 carries
+# ----------------------------------------------------------------------------------------------
 
-    def __init__(self, schedule: SAPFSchedule, like: Tensor, t0: int = 0, kind: str | None = None):
-        self.s = schedule
-        self.t = t0
-        self.kind = kind or schedule.optimizer
-        if self.kind not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.kind!r}")
-        if self.kind == "adam":
-            self.m = torch.zeros_like(like)
-            self.v = torch.zeros_like(like)
-            self.n = 0
-
-    @property
-    def lr(self) -> float:
-        return max(self.s.lr * self.s.lr_decay ** (self.t // self.s.decay_every), self.s.lr_min)
-
-    def step(self, grad: Tensor, lr: Tensor | float | None = None) -> Tensor:
-        """The update to subtract."""
-        lr = self.lr if lr is None else lr
-        self.t += 1
-        if self.kind == "sgd":
-            return lr * grad
-        b1, b2 = 0.9, 0.999
-        self.n += 1
-        self.m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        return lr * (self.m / (1 - b1 ** self.n)) / ((self.v / (1 - b2 ** self.n)).sqrt() + 1e-8)
-
-    def keep(self, rows: Tensor) -> None:
-        if self.kind == "adam":
-            self.m, self.v = self.m[rows], self.v[rows]
+def _col(v: Tensor, like: Tensor) -> Tensor:
+    """A per-pair (B,) tensor shaped to broadcast over the rows of `like`."""
+    return v.view((-1,) + (1,) * (like.dim() - 1))
 
 
 @dataclass
-class _Problem:
-    """The pieces of objective (3)/(16)/(17) for the current working set of pairs."""
+class _Pairs(WorkingSet):
+    """The (image, target) pairs being attacked, one row each: the data of objective (3) / (16) / (17)."""
+    x: Tensor                # inputs
+    labels: Tensor           # targets (targeted) or true labels
+    k: Tensor                # budget per pair (B,), counted in G's entries
+    w2: Tensor               # squared SAPF-VI weights w^2 (1 for SAPF), shaped like x
+    lo: Tensor               # bounds of delta: x + delta in [0, 1] (and |delta| <= linf_cap)
+    hi: Tensor
+    lam: Tensor              # lambda_1 per pair
+    segments: Tensor | None  # SAPF-GS groups (B, H, W); None for SAPF
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """||w * delta * G||^2 + lambda_1 L(f(clip(x + delta * G)), t) per pair, and its success test."""
     model: nn.Module
-    x: Tensor
-    labels: Tensor
+    loss: Callable
     targeted: bool
-    loss_fn: Callable
     kappa: float
-    w2: Tensor              # squared VI weights (1 for plain SAPF), shaped like x
-    lo: Tensor              # delta box: max(-x, -eps)
-    hi: Tensor              # delta box: min(1 - x, eps)
-    lam: Tensor             # lambda_1 per pair (B,)
-    segments: Tensor | None  # SAPF-GS partition (B, H, W)
-    lambda2: float
+    lambda2: float           # SAPF-GS weight of sum_i ||G^i||_2 (0: none)
 
-    def select(self, rows: Tensor) -> "_Problem":
-        return replace(self, x=self.x[rows], labels=self.labels[rows], w2=self.w2[rows], lo=self.lo[rows],
-                       hi=self.hi[rows], lam=self.lam[rows],
-                       segments=None if self.segments is None else self.segments[rows])
+    def __call__(self, pairs: _Pairs, delta: Tensor, G: Tensor) -> tuple[Tensor, Tensor]:
+        """(objective per pair, logits of the clipped x + delta * G)."""
+        perturbation = delta * G
+        logits = self.model((pairs.x + perturbation).clamp(0, 1))
+        dist = (pairs.w2 * perturbation.pow(2)).flatten(1).sum(1)
+        return dist + pairs.lam * self.loss(logits, pairs.labels, targeted=self.targeted, kappa=self.kappa), logits
 
-    @property
-    def grouped(self) -> bool:
-        """SAPF-GS: a group term (Eq. 16) is active."""
-        return self.segments is not None and self.lambda2 > 0
+    def fooled(self, logits: Tensor, pairs: _Pairs) -> Tensor:
+        """Success per pair (`ops.losses.is_adversarial`, with the confidence kappa)."""
+        return is_adversarial(logits, pairs.labels, targeted=self.targeted, kappa=self.kappa)
 
-    def attack_loss(self, delta: Tensor, G: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-pair ||w delta G||^2 + lambda_1 L, and the logits of the clipped x + delta G."""
-        eps = delta * G
-        logits = self.model((self.x + eps).clamp(0, 1))
-        dist = (self.w2 * eps.pow(2)).flatten(1).sum(1)
-        return dist + self.lam * self.loss_fn(logits, self.labels, targeted=self.targeted, kappa=self.kappa), logits
+    def grouped(self, pairs: _Pairs) -> bool:
+        """SAPF-GS: the group term of Eq. 16 is active."""
+        return pairs.segments is not None and self.lambda2 > 0
 
 
-def _delta_steps(prob: _Problem, delta: Tensor, G: Tensor, sched: SAPFSchedule, steps: int, state: dict,
-                 best: BestAdversarial | None = None, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Step 1 (Eq. 7): gradient descent on delta with G fixed. With `best`, every iterate's
-    clipped image is checked and successes recorded (rows: their indices in the full batch).
-    Returns delta and, per pair, whether any iterate succeeded."""
-    opt = _Optimizer(sched, delta, state["t_delta"])
+@dataclass
+class _Carried:
+    """What Algorithm 1 carries from one iteration to the next besides delta and G (within one
+    search step): the steps taken on each (the step-size decay continues) and the ADMM penalties
+    per pair (the duals restart at every Step 2, rho does not)."""
+    rho: list[Tensor]        # rho_1, rho_2, rho_3, each (B,)
+    rho_group: Tensor        # SAPF-GS: rho of the split G = Y3
+    delta_steps: int = 0
+    g_steps: int = 0
+
+    @classmethod
+    def start(cls, batch_size: int, sched: SAPFSchedule, device) -> "_Carried":
+        return cls(rho=[torch.full((batch_size,), r, device=device) for r in sched.rho_init],
+                   rho_group=torch.full((batch_size,), sched.rho_group_init, device=device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Algorithm 1
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Descent(WorkingSet):
+    """Step 1's pairs still descending: C&W's abort-early rule lets a stalled pair leave."""
+    pairs: _Pairs
+    delta: Tensor
+    G: Tensor
+    adam: BatchAdam | None
+    abort: AbortEarly | None
+
+
+def _step1_delta(objective: _Objective, pairs: _Pairs, delta: Tensor, G: Tensor, sched: SAPFSchedule,
+                 carried: _Carried, steps: int, best: BestAdversarial | None = None) -> tuple[Tensor, Tensor]:
+    """Step 1 (Eq. 6-7): `steps` gradient steps on delta with G fixed, delta kept in [lo, hi].
+
+    With `best`, every iterate's clipped image is checked and its successes recorded. Returns
+    delta and, per pair, whether any iterate succeeded."""
     delta = delta.clone()
-    succeeded = torch.zeros(delta.shape[0], dtype=torch.bool, device=delta.device)
-    active = torch.arange(delta.shape[0], device=delta.device)
-    prev = torch.full((delta.shape[0],), float("inf"), device=delta.device, dtype=delta.dtype)
-    check = max(1, steps // 10)
-    sub, d, g = prob, delta.clone(), G
+    succeeded = torch.zeros(len(pairs), dtype=torch.bool, device=delta.device)
+    run = _Descent.start(pairs=replace(pairs), delta=delta.clone(), G=G,
+                         adam=BatchAdam(delta) if sched.optimizer == "adam" else None,
+                         abort=AbortEarly(steps, len(pairs), device=delta.device) if sched.abort_early else None)
     for step in range(steps):
-        d.requires_grad_(True)
-        obj, logits = sub.attack_loss(d, g)
+        d = run.delta.requires_grad_(True)
+        obj, logits = objective(run.pairs, d, run.G)
         grad, = torch.autograd.grad(obj.sum(), d)
         with torch.no_grad():
             if best is not None:
-                adv = (sub.x + d * g).clamp(0, 1)
-                ok = is_adversarial(logits, sub.labels, targeted=sub.targeted, kappa=sub.kappa)
-                best.update(adv, ok, (adv - sub.x).flatten(1).norm(dim=1), rows[active])
-                succeeded[active] |= ok
-            d = torch.maximum(torch.minimum(d.detach() - opt.step(grad), sub.hi), sub.lo)
-            delta[active] = d
-            if sched.abort_early and (step + 1) % check == 0:
-                # C&W's abort-early rule: a pair whose objective stopped decreasing leaves the loop.
-                going = obj.detach() < 0.9999 * prev[active]
-                prev[active] = obj.detach()
-                if not going.all():
-                    active, sub, d, g = active[going], sub.select(going), d[going], g[going]
-                    opt.keep(going)
-                    if active.numel() == 0:
-                        break
-    state["t_delta"] += steps
+                adv = (run.pairs.x + d * run.G).clamp(0, 1)
+                fooled = objective.fooled(logits, run.pairs)
+                best.update(adv, fooled, (adv - run.pairs.x).flatten(1).norm(dim=1), run.pairs.rows)
+                succeeded[run.rows] |= fooled
+            eta = sched.step_size_at(carried.delta_steps + step)
+            if run.adam is None:
+                d = d.detach() - eta * grad                                             # Eq. (7)
+            else:
+                d = run.adam.step(d.detach(), grad, step_size=eta)                      # Eq. (7) with Adam
+            run.delta = torch.maximum(torch.minimum(d, run.pairs.hi), run.pairs.lo)
+            delta[run.rows] = run.delta
+            if run.abort is not None and run.abort.due(step + 1):   # C&W's abort-early rule
+                run.keep(~run.abort.check(step + 1, obj))
+                if run.empty:
+                    break
+    carried.delta_steps += steps
     return delta, succeeded
 
 
-def _g_admm(prob: _Problem, delta: Tensor, G: Tensor, k: Tensor, sched: SAPFSchedule,
-            state: dict) -> Tensor:
-    """Step 2 (Eq. 8-15): lp-box ADMM on G with delta fixed. The duals start at Y = 1, Z = 0;
-    rho (per pair) and the step count come from and go back to `state`."""
+class _GroupSplit:
+    """SAPF-GS (Eq. 16) inside Step 2: the term lambda_2 sum_i ||G^i||_2 as one more ADMM split
+    G = Y3, Y3 by the group soft-thresholding prox, with its dual Z3 and penalty rho_g; and the
+    final support chosen by whole groups (see the Notes of `sapf`)."""
+
+    def __init__(self, G: Tensor, segments: Tensor, lambda2: float, rho: Tensor):
+        self.segments, self.lambda2, self.rho = segments, lambda2, rho
+        self.z = torch.zeros_like(G)
+        self.y = None
+
+    def update_y(self, G: Tensor) -> None:
+        """Y3 = prox of (lambda_2 / rho_g) sum_i ||.^i||_2 at G + Z3 / rho_g."""
+        self.y = segment_soft_threshold(G + self.z / _col(self.rho, G), self.segments, self.lambda2 / self.rho)
+
+    def add_gradient(self, grad: Tensor, G: Tensor) -> Tensor:
+        """Eq. (14)'s gradient plus this split's terms Z3 + rho_g (G - Y3)."""
+        return grad + self.z + _col(self.rho, G) * (G - self.y)
+
+    def update_dual(self, G: Tensor, sched: SAPFSchedule) -> None:
+        self.z = self.z + _col(self.rho, G) * (G - self.y)
+        self.rho = torch.clamp(self.rho * sched.rho_growth, max=sched.rho_group_max)
+
+    @staticmethod
+    def support(G: Tensor, segments: Tensor, k: Tensor) -> Tensor:
+        """Exactly k ones: whole groups by decreasing mean G, then the largest entries of the last."""
+        return group_topk_mask(G, segments, k)
+
+
+def _step2_g(objective: _Objective, pairs: _Pairs, delta: Tensor, G: Tensor, sched: SAPFSchedule,
+             carried: _Carried) -> Tensor:
+    """Step 2 (Eq. 8-15): `g_steps` iterations of lp-box ADMM on G with delta fixed. The duals
+    start at Z = 0; rho and the step count come from and go back to `carried`."""
     n = G[0].numel()
-    kf = k.to(G.dtype)
-    z1, z2, zg = torch.zeros_like(G), torch.zeros_like(G), torch.zeros_like(G)
+    k = pairs.k.to(G.dtype)
+    z1, z2 = torch.zeros_like(G), torch.zeros_like(G)
     z3 = torch.zeros(G.shape[0], device=G.device, dtype=G.dtype)
-    rho, rho_g = state["rho"], state["rho_group"]
-    grouped = prob.grouped
-    opt = _Optimizer(sched, G, state["t_g"], kind="sgd")
+    rho = carried.rho
+    group = _GroupSplit(G, pairs.segments, objective.lambda2, carried.rho_group) if objective.grouped(pairs) else None
     G = G.clone()
-    view = (-1,) + (1,) * (G.dim() - 1)
-    for _ in range(sched.g_steps):
-        r1, r2, r3 = (r.view(view) for r in rho)
-        y1 = project_box(G + z1 / r1)                                           # Eq. (11)
-        y2 = project_l2_sphere(G + z2 / r2)                                     # Eq. (13)
-        rg = rho_g.view(view)
-        if grouped:  # SAPF-GS: split G = Y3, Y3 by group soft-thresholding (prox of Eq. 16's term)
-            y3 = segment_soft_threshold(G + zg / rg, prob.segments, prob.lambda2 / rho_g)
+    for it in range(sched.g_steps):
+        r1, r2, r3 = (_col(r, G) for r in rho)
+        y1 = project_box(G + z1 / r1)                                               # Eq. (11)
+        y2 = project_l2_sphere(G + z2 / r2)                                         # Eq. (13)
+        if group is not None:
+            group.update_y(G)
         G.requires_grad_(True)
-        obj, _ = prob.attack_loss(delta, G)
+        obj, _ = objective(pairs, delta, G)
         grad, = torch.autograd.grad(obj.sum(), G)
         with torch.no_grad():
-            card = (G.flatten(1).sum(1) - kf).view(view)
-            grad = (grad + z1 + z2 + z3.view(view) + r1 * (G - y1) + r2 * (G - y2)  # Eq. (14)
-                    + r3 * card)
-            if grouped:
-                grad = grad + zg + rg * (G - y3)
-            lr = torch.clamp(1.0 / (r1 + r2 + r3 * n + (rg if grouped else 0)), max=opt.lr)  # stable step
-            G = G.detach() - opt.step(grad, lr)
-            z1 = z1 + r1 * (G - y1)                                             # Eq. (15), with Y
+            card = _col(G.flatten(1).sum(1) - k, G)
+            grad = grad + z1 + z2 + _col(z3, G) + r1 * (G - y1) + r2 * (G - y2) + r3 * card  # Eq. (14)
+            curvature = r1 + r2 + r3 * n   # of the penalty terms: eta_G <= 1 / curvature keeps (14) stable
+            if group is not None:
+                grad, curvature = group.add_gradient(grad, G), curvature + _col(group.rho, G)
+            eta = torch.clamp(1.0 / curvature, max=sched.step_size_at(carried.g_steps + it))
+            G = G.detach() - eta * grad
+            z1 = z1 + r1 * (G - y1)                                                 # Eq. (15), with Y
             z2 = z2 + r2 * (G - y2)
-            z3 = z3 + rho[2] * (G.flatten(1).sum(1) - kf)
-            if grouped:
-                zg = zg + rg * (G - y3)
+            z3 = z3 + rho[2] * (G.flatten(1).sum(1) - k)
+            if group is not None:
+                group.update_dual(G, sched)
             rho = [torch.clamp(r * sched.rho_growth, max=m) for r, m in zip(rho, sched.rho_max)]
-            rho_g = torch.clamp(rho_g * sched.rho_growth, max=sched.rho_group_max)
-    state["rho"], state["rho_group"] = rho, rho_g
-    state["t_g"] = opt.t
+    carried.rho = rho
+    if group is not None:
+        carried.rho_group = group.rho
+    carried.g_steps += sched.g_steps
     return G.detach()
 
 
-def _init_state(b: int, sched: SAPFSchedule, device) -> dict:
-    """Step counts (for the step decay) and rho per pair: what carries across iterations."""
-    return {"t_delta": 0, "t_g": 0, "rho": [torch.full((b,), r, device=device) for r in sched.rho_init],
-            "rho_group": torch.full((b,), sched.rho_group_init, device=device)}
+def _algorithm1(objective: _Objective, pairs: _Pairs, delta: Tensor, G: Tensor, sched: SAPFSchedule,
+                best: BestAdversarial) -> tuple[Tensor, Tensor, Tensor]:
+    """Algorithm 1 from (delta, G) at the pairs' lambda_1, then the refinement on the top-k support
+    (successes go to `best`). Returns (delta, G) before the refinement and the success per pair."""
+    carried = _Carried.start(len(pairs), sched, delta.device)
+    for _ in range(sched.steps):
+        delta, _ = _step1_delta(objective, pairs, delta, G, sched, carried, sched.delta_steps)  # Step 1
+        G = _step2_g(objective, pairs, delta, G, sched, carried)                                # Step 2
+    if objective.grouped(pairs):
+        support = _GroupSplit.support(G, pairs.segments, pairs.k)
+    else:
+        support = topk_mask(G, pairs.k)                                                         # exactly k ones
+    _, success = _step1_delta(objective, pairs, delta * support, support, sched, carried, sched.refine_steps, best)
+    return delta, G, success
 
 
-def _resolve_segments(groups, inputs: Tensor, n_segments: int, grid_size: int | None) -> Tensor | None:
+# ----------------------------------------------------------------------------------------------
+# Argument resolution
+# ----------------------------------------------------------------------------------------------
+
+def _schedule(preset: str | SAPFSchedule, overrides: dict) -> SAPFSchedule:
+    """The preset (a name of PRESETS or a SAPFSchedule) with keyword overrides of its fields."""
+    sched = PRESETS[preset] if isinstance(preset, str) and preset in PRESETS else preset
+    if not isinstance(sched, SAPFSchedule):
+        raise ValidationError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)} or pass a SAPFSchedule")
+    unknown = set(overrides) - set(SAPFSchedule.__dataclass_fields__)
+    if unknown:
+        raise ValidationTypeError(f"unexpected SAPF argument(s): {', '.join(sorted(unknown))}")
+    return replace(sched, **overrides) if overrides else sched
+
+
+def _budget(k: int | float | Tensor, granularity: str, inputs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """k per pair (B,) and the shape of G: (C, H, W) entries or (1, H, W) pixels."""
+    check_granularity(granularity)
+    b, c, h, w = inputs.shape
+    gshape = (c, h, w) if granularity == "element" else (1, h, w)
+    if not isinstance(k, Tensor):
+        return torch.full((b,), budget_count(k, granularity, inputs.shape), device=inputs.device,
+                          dtype=torch.long), gshape
+    n, what = math.prod(gshape), "entries" if granularity == "element" else "pixels"
+    kt = k.to(device=inputs.device, dtype=torch.long).flatten()
+    if kt.shape != (b,) or (kt < 1).any() or (kt > n).any():
+        raise ValidationError(f"k per example must have shape ({b},) and lie in [1, {n}] (the number of {what})")
+    return kt, gshape
+
+
+def _linf_cap(linf_cap: float | Tensor | None, inputs: Tensor) -> Tensor | None:
+    """The cap per example (B,), or None."""
+    if linf_cap is None:
+        return None
+    cap = per_example(linf_cap, inputs, name="linf_cap")
+    if not (cap > 0).all():
+        raise ValidationError(f"linf_cap must be positive, got {linf_cap}")
+    return cap.flatten()
+
+
+def _lambda_start(lambda_init: float | None, sched: SAPFSchedule, inputs: Tensor) -> float:
+    """lambda_init, else the schedule's, else Sec. 4.1's: 0.01 on ImageNet-size images, 0.001 otherwise."""
+    if lambda_init is not None:
+        return lambda_init
+    return sched.lambda_init or (0.01 if is_imagenet_size(*inputs.shape[-2:]) else 0.001)
+
+
+def _weights(weights: str | Tensor, inputs: Tensor) -> Tensor:
+    weight = weights if isinstance(weights, Tensor) else imperceptibility_weights(inputs, weights)
+    if weight.shape != inputs.shape or (weight < 0).any():
+        raise ValidationError("weights must be non-negative and shaped like the inputs")
+    return weight
+
+
+def _segments(groups: str | Tensor | None, inputs: Tensor, n_segments: int, grid_size: int | None) -> Tensor | None:
+    """SAPF-GS's groups as a (B, H, W) segment map, or None."""
     if groups is None:
         return None
     if isinstance(groups, Tensor):
         seg = groups.to(inputs.device).long()
         seg = seg.expand(inputs.shape[0], *seg.shape[-2:]) if seg.dim() == 2 else seg
         if seg.shape != (inputs.shape[0], *inputs.shape[-2:]):
-            raise ValueError(f"groups must be a segment map (H, W) or (B, H, W) matching the inputs, "
+            raise ValidationError(f"groups must be a segment map (H, W) or (B, H, W) matching the inputs, "
                              f"got {tuple(groups.shape)}")
         return seg
     if groups == "superpixels":
@@ -314,186 +490,299 @@ def _resolve_segments(groups, inputs: Tensor, n_segments: int, grid_size: int | 
     if groups == "grid":
         size = grid_size or max(2, inputs.shape[-1] // 14)
         return grid_segments(*inputs.shape[-2:], size, device=inputs.device).expand(inputs.shape[0], -1, -1)
-    raise ValueError(f"groups must be 'superpixels', 'grid' or a segment map tensor, got {groups!r}")
+    raise ValidationError(f"groups must be 'superpixels', 'grid' or a segment map tensor, got {groups!r}")
 
 
-def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float,
+# ----------------------------------------------------------------------------------------------
+# The attacks
+# ----------------------------------------------------------------------------------------------
+
+def _sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, k: int | float | Tensor,
+          granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
+          loss: str = "cw", kappa: float = 0.0, linf_cap: float | Tensor | None = None,
+          weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
+          n_segments: int = 350, grid_size: int | None = None,
+          **schedule_overrides) -> tuple[Tensor, Tensor | None]:
+    """The lambda_1 search (Sec. 4.1) around Algorithm 1, without the call checks and the finish:
+    (the float result, the l_inf cap per example or None)."""
+    check_granularity(granularity)
+    sched = _schedule(preset, schedule_overrides)
+    x = inputs.detach()
+    cap = _linf_cap(linf_cap, x)
+    budget, gshape = _budget(k, granularity, x)
+    lam = _lambda_start(lambda_init, sched, x)
+    weight = _weights(weights, x)
+    segments = _segments(groups, x, n_segments, grid_size)
+    if lambda2 < 0:
+        raise ValidationError(f"lambda2 must be >= 0, got {lambda2}")
+
+    objective = _Objective(model, adversarial_loss(loss), targeted, kappa, lambda2)
+    lo, hi = perturbation_bounds(x, linf_cap)
+    search = TradeoffSearch(lam, x.shape[0], device=x.device, lower_bound=sched.lambda_bounds[0],
+                            upper_bound=sched.lambda_bounds[1])
+    best = BestAdversarial(x)
+    pairs = _Pairs.start(x=x, labels=labels, k=budget, w2=weight.pow(2), lo=lo, hi=hi, lam=search.const,
+                         segments=segments)
+    delta, G = torch.zeros_like(x), torch.ones(x.shape[0], *gshape, device=x.device, dtype=x.dtype)
+    for _ in range(sched.binary_search_steps):
+        pairs.update(lam=search.const.clone())
+        if not sched.warm_start:  # Algorithm 1, line 1 (warm start: from the previous step's delta, G)
+            delta, G = torch.zeros_like(x), torch.ones(x.shape[0], *gshape, device=x.device, dtype=x.dtype)
+        delta, G, success = _algorithm1(objective, pairs, delta, G, sched, best)
+        search.update(success)
+    return best.adv, cap
+
+
+@renamed(**_RENAMES)
+def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float | Tensor,
          granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
-         loss: str = "cw", kappa: float = 0.0, eps: float | Tensor | None = None,
+         loss: str = "cw", kappa: float = 0.0, linf_cap: float | Tensor | None = None,
          weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
          n_segments: int = 350, grid_size: int | None = None, quantize: bool = True,
          **schedule_overrides) -> Tensor:
-    """SAPF (Eq. 3) / SAPF-GS (Eq. 16) / SAPF-VI (Eq. 17), batched over (image, target) pairs.
+    """SAPF (Eq. 3), with SAPF-GS (Eq. 16) and SAPF-VI (Eq. 17), batched over (image, target) pairs.
 
-    k: the number of perturbed entries ('element') or pixels ('pixel'), or a fraction in (0, 1]
-    (or a (B,) tensor of counts).
-    lambda_init: initial lambda_1 (default: the preset's; the paper's is 0.01 on ImageNet-size
-    inputs, else 0.001, Sec. 4.1).
-    loss: 'cw' (margin on logits, confidence kappa) or 'ce'.  eps: optional l_inf cap on delta
-    (a scalar or (B,)).
-    weights: SAPF-VI weights, a strategy name (see `imperceptibility_weights`) or a tensor.
-    groups, lambda2: SAPF-GS groups ('superpixels' (SLIC, `n_segments`), 'grid' or a segment map)
-    and their weight. Extra keyword arguments override fields of the schedule `preset`.
-    quantize: end on the 8-bit grid via `ops.quantize.finish` (inside the eps cap, on the
-    perturbed entries only); inputs must then be 8-bit images (k/255); False for float inputs.
-    Returns x + delta * G with at most k perturbed entries (pixels) per example, in [0, 1];
-    examples with no success are returned unchanged.
+    Algorithm 1 (lp-box ADMM on the positions G, gradient descent on the magnitudes delta) inside a
+    per-pair search over lambda_1 (Sec. 4.1), keeping each pair's successful result of smallest l2.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier in eval mode, taking images in [0, 1] and returning logits.
+    inputs : Tensor
+        Images (B, C, H, W) in [0, 1].
+    labels : Tensor
+        (B,) int64: the target classes if `targeted`, else the true labels.
+    targeted : bool, default False
+        Reach `labels` (Eq. 3's y_t) or leave them.
+    k : int, float or Tensor
+        The sparsity budget: a count in [1, N], a fraction in (0, 1] of N, or a (B,) tensor of
+        counts, N being what `granularity` counts. Required.
+    granularity : {'element', 'pixel'}, default 'element'
+        'element': k counts the N = C*H*W entries (the paper's N = w*h*c); 'pixel': one G per
+        spatial position, shared by its channels, and k counts pixels.
+    preset : str or SAPFSchedule, default 'fast'
+        The schedule: 'paper' (Sec. 4.1), 'fast' (a fraction of its cost, see `PRESETS`) or a
+        `SAPFSchedule`.
+    lambda_init : float or None, default None
+        First lambda_1; None: the preset's (the paper's: 0.01 on ImageNet-size inputs, else 0.001).
+    loss : {'cw', 'ce'}, default 'cw'
+        The adversarial loss L: C&W's margin on the logits or cross-entropy.
+    kappa : float, default 0.0
+        Confidence margin of the loss and of the success test.
+    linf_cap : float, Tensor or None, default None
+        Optional l_inf cap on delta (a scalar or (B,)); None: only the [0, 1] box.
+    weights : str or Tensor, default 'uniform'
+        SAPF-VI's w: a strategy of `imperceptibility_weights` or a non-negative tensor shaped like
+        `inputs`; 'uniform' is plain SAPF.
+    groups : str, Tensor or None, default None
+        SAPF-GS's groups: 'superpixels' (SLIC, `n_segments`), 'grid' (squares of `grid_size`) or a
+        segment map (H, W) or (B, H, W); None: no groups.
+    lambda2 : float, default 0.0
+        SAPF-GS's weight of sum_i ||G^i||_2 (0: plain SAPF even if `groups` is given).
+    n_segments : int, default 350
+        Superpixels per image for groups='superpixels' (Sec. 4.3: 350).
+    grid_size : int or None, default None
+        Side of the squares for groups='grid'; None: max(2, W // 14).
+    quantize : bool, default True
+        End on the 8-bit grid via `ops.quantize.finish` (the perturbed entries only, inside
+        `linf_cap`, so l0 <= k holds); the inputs must then be 8-bit images (k/255). False for
+        float inputs.
+    **schedule_overrides
+        Any field of `SAPFSchedule` (steps, delta_steps, g_steps, refine_steps, step_size,
+        step_size_decay, decay_every, optimizer, binary_search_steps, lambda_bounds, step_size_min,
+        rho_init, rho_max, rho_group_init, rho_group_max, rho_growth, warm_start, abort_early),
+        overriding the preset's.
+
+    Returns
+    -------
+    Tensor
+        x + delta * G in [0, 1], shaped like `inputs`, with at most k perturbed entries (pixels) per
+        example. Every pair the attack does not fool is returned unchanged (the input, bit for
+        bit): the last step is `ops.quantize.finish`, which re-checks success on the returned
+        image; success is reported by the evaluation layer.
+
+    Notes
+    -----
+    Choices where the paper is vague or inexact:
+
+    - Dual update. Eq. (15) prints Z <- Z + rho (G - Z); ADMM (and the authors' code) use
+      Z1 <- Z1 + rho1 (G - Y1), Z2 <- Z2 + rho2 (G - Y2), which is what is done here.
+    - One ADMM iteration is the Y1, Y2 updates, one gradient step on G, the dual updates, then
+      rho <- rho_growth * rho; "2000 G steps" are 2000 such iterations. As in the authors' code the
+      duals restart from Z = 0 at each Step 2, while rho and the step-size decay carry over.
+    - The cardinality penalty. With rho3 up to 100 the term rho3/2 (1^T G - k)^2 has curvature
+      rho3 * N along 1 and the step (14) of size 0.1 diverges; like the authors' code, rho3 is
+      capped at 0.01 (`rho_max`), and the step on G is also bounded by 1 / (rho1 + rho2 + rho3 N
+      [+ rho_g]), the inverse curvature of the penalty terms, so the iteration is stable at any
+      image size.
+    - Exact sparsity. The final support is exactly the top k entries of G (thresholding G > 0.5
+      does not guarantee 1^T G = k); delta is then refined by Eq. (7) on that fixed support for
+      `refine_steps`, and every iterate of that refinement that fools the model is a candidate.
+    - The [0, 1] range: delta is projected onto [-x, 1 - x] (intersected with the `linf_cap`
+      ball) after each step, so x + delta * G stays in the box for G in [0, 1]; the forward pass
+      also clips, as the paper states.
+    - The lambda_1 search: x10 until a first success, then bisection in `lambda_bounds`
+      (`ops.search.TradeoffSearch`); every step reruns Algorithm 1 on all pairs.
+    - SAPF-GS. The paper adds the gradient lambda_2 G^i / ||G^i|| of the group term to Eq. (14);
+      that never makes a group exactly zero. As in the authors' code the term is one more ADMM
+      split G = Y3 whose update is the group soft-thresholding prox (rho_g from 5e-3 to 100), and
+      the final support takes whole groups by decreasing mean G, then the largest entries of the
+      last group (`ops.groups.group_topk_mask`): exactly k entries in few, fully used groups.
+    - SAPF-VI's weights: see `imperceptibility_weights`.
     """
     check_attack_call(model, inputs, labels, quantize=quantize)
     adv, cap = _sapf(model, inputs.detach(), labels, targeted=targeted, k=k, granularity=granularity,
-                     preset=preset, lambda_init=lambda_init, loss=loss, kappa=kappa, eps=eps, weights=weights,
-                     groups=groups, lambda2=lambda2, n_segments=n_segments, grid_size=grid_size,
+                     preset=preset, lambda_init=lambda_init, loss=loss, kappa=kappa, linf_cap=linf_cap,
+                     weights=weights, groups=groups, lambda2=lambda2, n_segments=n_segments, grid_size=grid_size,
                      **schedule_overrides)
     return finish(model, inputs, adv, labels, targeted=targeted, quantize=quantize, linf_cap=cap)
 
 
-def _sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, k: int | float | Tensor,
-          granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
-          loss: str = "cw", kappa: float = 0.0, eps: float | Tensor | None = None,
-          weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
-          n_segments: int = 350, grid_size: int | None = None,
-          **schedule_overrides) -> tuple[Tensor, Tensor | None]:
-    """SAPF's argument checks and Algorithm 1 with the lambda_1 search, without the call checks and
-    the finish: (the float result, the l_inf cap per example or None)."""
-    if granularity not in ("element", "pixel"):
-        raise ValueError(f"granularity must be 'element' or 'pixel', got {granularity!r}")
-    sched = PRESETS[preset] if isinstance(preset, str) and preset in PRESETS else preset
-    if not isinstance(sched, SAPFSchedule):
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)} or pass a SAPFSchedule")
-    if schedule_overrides:
-        unknown = set(schedule_overrides) - set(SAPFSchedule.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unexpected SAPF argument(s): {', '.join(sorted(unknown))}")
-        sched = replace(sched, **schedule_overrides)
-    cap = None
-    if eps is not None:
-        cap = _per_example(eps, inputs)
-        if not (cap > 0).all():
-            raise ValueError(f"eps (l_inf cap) must be positive, got {eps}")
-    b, c, h, w = inputs.shape
-    gshape = (c, h, w) if granularity == "element" else (1, h, w)
-    n = math.prod(gshape)
-    what = "entries" if granularity == "element" else "pixels"
-    if isinstance(k, Tensor):
-        kt = k.to(device=inputs.device, dtype=torch.long).flatten()
-        if kt.shape != (b,) or (kt < 1).any() or (kt > n).any():
-            raise ValueError(f"k per example must have shape ({b},) and lie in [1, {n}] (the number of {what})")
-    else:
-        kt = torch.full((b,), resolve_k(k, n, what=what), device=inputs.device, dtype=torch.long)
-    if lambda_init is None:
-        lambda_init = sched.lambda_init or (0.01 if h * w >= 96 * 96 else 0.001)
-    weight = weights if isinstance(weights, Tensor) else imperceptibility_weights(inputs, weights)
-    if weight.shape != inputs.shape or (weight < 0).any():
-        raise ValueError("weights must be non-negative and shaped like the inputs")
-    segments = _resolve_segments(groups, inputs, n_segments, grid_size)
-    if lambda2 < 0:
-        raise ValueError(f"lambda2 must be >= 0, got {lambda2}")
-
-    loss_fn = adversarial_loss(loss)
-    x = inputs.detach()
-    lo = -x if cap is None else torch.maximum(-x, -cap)
-    hi = 1 - x if cap is None else torch.minimum(1 - x, cap)
-    search = TradeoffSearch(lambda_init, b, device=x.device, lower_bound=sched.lambda_bounds[0],
-                            upper_bound=sched.lambda_bounds[1])
-    best = BestAdversarial(x)
-    full = _Problem(model, x, labels, targeted, loss_fn, kappa, weight.pow(2), lo, hi,
-                    search.const, segments, lambda2)
-    G_all = torch.ones(b, *gshape, device=x.device, dtype=x.dtype)
-    delta_all = torch.zeros_like(x)
-    rows = torch.arange(b, device=x.device)
-
-    for _ in range(sched.search_steps):
-        prob = replace(full.select(rows), lam=search.const[rows])
-        if sched.warm_start:  # continue from the previous search step's G and delta
-            G, delta = G_all[rows], delta_all[rows]
-        else:                 # Algorithm 1, line 1: G = 1, delta = 0
-            G, delta = torch.ones(rows.numel(), *gshape, device=x.device, dtype=x.dtype), torch.zeros_like(x[rows])
-        state = _init_state(rows.numel(), sched, x.device)
-        for _ in range(sched.outer_iters):                                       # Algorithm 1
-            delta, _ = _delta_steps(prob, delta, G, sched, sched.delta_steps, state)  # Step 1
-            G = _g_admm(prob, delta, G, kt[rows], sched, state)                       # Step 2
-        if prob.grouped:  # SAPF-GS: whole groups first, by mean G (ops.groups.group_topk_mask)
-            support = group_topk_mask(G, prob.segments, kt[rows])
-        else:
-            support = topk_mask(G, kt[rows])                                     # exactly k ones
-        _, success = _delta_steps(prob, delta * support, support, sched, sched.refine_steps, state,
-                                  best, rows)
-        search.update(success, rows)
-        if sched.warm_start:
-            G_all[rows], delta_all[rows] = G, delta
-    return best.adv, None if cap is None else cap.flatten()
-
-
-def sapf_gs(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float,
+@renamed(**_RENAMES)
+def sapf_gs(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float | Tensor,
             lambda2: float = 0.1, groups: str | Tensor = "superpixels", quantize: bool = True, **kwargs) -> Tensor:
-    """SAPF-GS (Eq. 16): SAPF with the group-sparsity term lambda_2 sum_i ||G^i||_2 over SLIC
-    superpixels (350 segments on ImageNet-size images, Sec. 4.3), a grid, or given segments.
-    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
-    (k/255); False for float inputs."""
+    """SAPF-GS (Eq. 16): SAPF with the group-sparsity term lambda_2 sum_i ||G^i||_2.
+
+    Parameters
+    ----------
+    model, inputs, labels, targeted, k
+        As in `sapf`.
+    lambda2 : float, default 0.1
+        Weight of the group term.
+    groups : str or Tensor, default 'superpixels'
+        'superpixels' (SLIC, 350 segments as in Sec. 4.3; `n_segments=` changes it), 'grid' or a
+        segment map (H, W) or (B, H, W).
+    quantize : bool, default True
+        As in `sapf`.
+    **kwargs
+        Any other argument of `sapf` (granularity, preset, linf_cap, schedule fields, ...).
+
+    Returns
+    -------
+    Tensor
+        As `sapf`: at most k perturbed entries (pixels), gathered in few groups; every pair not
+        fooled is returned unchanged.
+
+    Notes
+    -----
+    How the group term is handled (a prox split and a group-aware final support, not the
+    gradient the paper describes): see the Notes of `sapf`.
+    """
     return sapf(model, inputs, labels, targeted=targeted, k=k, groups=groups, lambda2=lambda2,
                 quantize=quantize, **kwargs)
 
 
-def sapf_vi(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float,
+@renamed(**_RENAMES)
+def sapf_vi(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float | Tensor,
             weights: str | Tensor = "variance", quantize: bool = True, **kwargs) -> Tensor:
-    """SAPF-VI (Eq. 17): distortion weighted by w (Sec. 4.3: 'uniform', 'variance', 'variance-mean').
-    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
-    (k/255); False for float inputs."""
+    """SAPF-VI (Eq. 17): SAPF with the distortion weighted by w, ||w * delta * G||^2.
+
+    Parameters
+    ----------
+    weights : str or Tensor, default 'variance'
+        A strategy of Sec. 4.3 ('uniform', 'variance', 'variance-mean'; see
+        `imperceptibility_weights`) or a non-negative tensor shaped like `inputs`.
+    model, inputs, labels, targeted, k, quantize, **kwargs
+        As in `sapf` (kwargs: any other argument of `sapf`: granularity, preset, linf_cap,
+        schedule fields, ...).
+
+    Returns
+    -------
+    Tensor
+        As `sapf`, with the perturbation mostly in textured regions (every pair not fooled unchanged).
+    """
     return sapf(model, inputs, labels, targeted=targeted, k=k, weights=weights, quantize=quantize, **kwargs)
 
 
-def _rows_of(value, rows: Tensor, b: int, per_example_dims: tuple[int, ...]):
+# Per-example keyword arguments of `sapf` that `find_min_k` restricts to the pairs still searching,
+# with the number of dimensions they have when given per example.
+_PER_EXAMPLE_DIMS = {"linf_cap": (1,), "weights": (4,), "groups": (3,)}
+
+
+def _rows_of(value, rows: Tensor, batch_size: int, per_example_dims: tuple[int, ...]):
     """A per-example tensor argument (first dimension the batch, `dim()` in per_example_dims)
     restricted to `rows`; anything else unchanged."""
-    if isinstance(value, Tensor) and value.dim() in per_example_dims and value.shape[0] == b:
+    if isinstance(value, Tensor) and value.dim() in per_example_dims and value.shape[0] == batch_size:
         return value[rows.to(value.device)]
     return value
 
 
-def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
+@renamed(**_RENAMES)
+def find_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
                k_max: int | float = 1.0, granularity: str = "element", quantize: bool = True,
-               **kwargs) -> tuple[Tensor, Tensor]:
-    """Per pair, the smallest k at which SAPF still succeeds, by bisection over k in [1, k_max].
+               **kwargs) -> MinimalBudget:
+    """Per pair, the smallest k at which SAPF succeeds, by bisection over k in [1, k_max].
 
-    Returns (adversarial inputs at that k, k per pair); pairs that fail even at k_max are returned
-    unchanged with k = -1. quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must
-    then be 8-bit images (k/255); False for float inputs. The output of every k tried is finished
-    and the bisection judges success on that finished output (what would be returned).
+    Sec. 4.2's "degree of sparsity" experiment, per pair: `ops.search.IntegerSearch` tries k_max
+    first (a pair that fails there costs one run and gets k = -1), then bisects.
+
+    Parameters
+    ----------
+    model, inputs, labels, targeted
+        As in `sapf`.
+    k_max : int or float, default 1.0
+        The largest budget tried: a count, or a fraction in (0, 1] of what `granularity` counts
+        (1.0: all of it).
+    granularity : {'element', 'pixel'}, default 'element'
+        What k counts, as in `sapf`.
+    quantize : bool, default True
+        As in `sapf`. The output of every k tried is finished, and the bisection judges success
+        on that finished output (what would be returned).
+    **kwargs
+        Any other argument of `sapf` (preset, linf_cap, weights, groups, schedule fields, ...);
+        per-example tensors (linf_cap (B,), weights (B, C, H, W), groups (B, H, W)) follow their
+        pairs.
+
+    Returns
+    -------
+    MinimalBudget
+        `adv`: the adversarial inputs at each pair's smallest succeeding k; `budget`: that k per
+        pair (int64), -1 where even k_max failed, whose input is then returned unchanged.
+
+    Notes
+    -----
+    The bisection assumes success is monotone in k, which SAPF (a heuristic) does not guarantee:
+    the k found is the smallest that succeeded among those tried.
     """
     check_attack_call(model, inputs, labels, quantize=quantize)
-    if granularity not in ("element", "pixel"):
-        raise ValueError(f"granularity must be 'element' or 'pixel', got {granularity!r}")
-    c, h, w = inputs.shape[1:]
-    n = c * h * w if granularity == "element" else h * w
-    kmax = resolve_k(k_max, n, what="entries" if granularity == "element" else "pixels")
     x = inputs.detach()
     b = x.shape[0]
+    search = IntegerSearch(b, budget_count(k_max, granularity, x.shape), device=x.device)
     x_adv = succeeds(model, x, labels, targeted)
-    lo = torch.zeros(b, dtype=torch.long, device=x.device)       # largest failing k
-    hi = torch.full((b,), kmax, dtype=torch.long, device=x.device)  # smallest succeeding k
     best = x.clone()
-    found = torch.zeros(b, dtype=torch.bool, device=x.device)
     float_ok = torch.zeros(b, dtype=torch.bool, device=x.device)
-    first = True
     while True:
-        todo = (hi - lo > 1) | (first & ~found)
-        if not todo.any():
+        rows, k_try = search.proposals()
+        if rows.numel() == 0:
             break
-        rows = todo.nonzero().flatten()
-        k_try = hi[rows] if first else (lo[rows] + hi[rows]) // 2
-        kw = {key: _rows_of(v, rows, b, {"eps": (1,), "weights": (4,), "groups": (3,)}.get(key, ()))
-              for key, v in kwargs.items()}
+        kw = {key: _rows_of(v, rows, b, _PER_EXAMPLE_DIMS.get(key, ())) for key, v in kwargs.items()}
         adv, cap = _sapf(model, x[rows], labels[rows], targeted=targeted, k=k_try, granularity=granularity, **kw)
         cand, ok, f_ok = finish_candidate(model, x[rows], adv, labels[rows], targeted=targeted, quantize=quantize,
-                                           inputs_adversarial=x_adv[rows], linf_cap=cap)
+                                          inputs_adversarial=x_adv[rows], linf_cap=cap)
         float_ok[rows] |= f_ok
-        if first:
-            found[rows] = ok
-            lo[rows[~ok]] = hi[rows[~ok]]  # never succeeded: stop searching this pair
-        else:
-            hi[rows[ok]] = k_try[ok]
-            lo[rows[~ok]] = k_try[~ok]
+        search.update(rows, k_try, ok)
         best[rows[ok]] = cand[ok]
-        first = False
     report_float_success(model, float_ok)
-    return best, torch.where(found, hi, torch.full_like(hi, -1))
+    return MinimalBudget(best, search.result(missing=-1))
+
+
+@renamed(**_RENAMES)
+def sapf_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
+               k_max: int | float = 1.0, granularity: str = "element", quantize: bool = True,
+               **kwargs) -> Tensor:
+    """SAPF at each pair's smallest succeeding k: `find_min_k(...).adv`.
+
+    Parameters
+    ----------
+    model, inputs, labels, targeted, k_max, granularity, quantize, **kwargs
+        As in `find_min_k` (k_max default 1.0, granularity default 'element', quantize default True).
+
+    Returns
+    -------
+    Tensor
+        The adversarial inputs; pairs that fail even at k_max are returned unchanged. The k found
+        per pair comes from `find_min_k` (in 0.1 this function returned the tuple (adv, k)).
+    """
+    return find_min_k(model, inputs, labels, targeted=targeted, k_max=k_max, granularity=granularity,
+                      quantize=quantize, **kwargs).adv

@@ -1,17 +1,22 @@
 """SparseFool (Modas, Moosavi-Dezfooli & Frossard, "SparseFool: a few pixels make a big difference",
 CVPR 2019), batched, untargeted as the paper defines it plus a targeted variant.
 
-The paper's Algorithm 2 (and the authors' code, LTS4/SparseFool): from the current iterate x_i,
-1. run DeepFool (Moosavi-Dezfooli et al. 2016) to the decision boundary: r = sum of the minimal
-   linearised steps, the boundary point x_B = x_i + lambda * r (lambda = 3 "pushes" it past the
-   boundary), and the boundary normal w = grad(f_k - f_y) at x_i + r (k = DeepFool's new class);
-2. LinearSolver: the l1 step toward the hyperplane {x : w.(x - x_B) = 0} inside the box, moving one
-   coordinate at a time in the order of decreasing |w_j|, each by what is left of the distance to
-   the plane (plus 1e-3 to cross it, at least 1e-4), clipped to the box; a clipped coordinate is
-   used up and the next one continues;
-3. stop as soon as x_0 + (1 + overshoot) (x_i - x_0), clipped, is misclassified (max_iter outer
-   iterations at most; the authors' code returns the last such image either way, here a failure
-   returns the input unchanged, see below).
+The paper's Algorithm 2 (and the authors' code, LTS4/SparseFool), from x_0 = x:
+
+    for i = 0, 1, ..., steps - 1
+        1. DeepFool (Moosavi-Dezfooli et al. 2016) from x_i to the decision boundary: r = the sum
+           of the minimal linearised steps; the boundary point x_B = x_i + lam * r (lam = 3
+           "pushes" it past the boundary) and the boundary normal w = grad(f_k - f_y) at x_i + r
+           (k = the class DeepFool reached)                                          (`_deepfool`)
+        2. x_{i+1} = LinearSolver(x_i, w, x_B): the l1 step toward the hyperplane
+           {x : w.(x - x_B) = 0} inside the box [l, u] (Alg. 1)                  (`linear_solver`)
+        3. stop when x_0 + (1 + overshoot)(x_{i+1} - x_0), clipped to [l, u], is misclassified
+    return that image (the authors' code returns the last one either way; here a failure returns
+    the input unchanged, see below)
+
+LinearSolver moves one coordinate at a time in the order of decreasing |w_j|, each by what is
+left of the distance to the plane (plus 1e-3 to cross it, at least 1e-4), clipped to the box; a
+clipped coordinate is used up and the next one continues.
 
 Choices where the paper leaves room (or its code differs from the text):
 - LinearSolver is computed in closed form, not one coordinate per loop: with the coordinates
@@ -25,32 +30,40 @@ Choices where the paper leaves room (or its code differs from the text):
 - Targeted variant (not in the paper): DeepFool toward the target only (each step linearises
   f_t - f_c with c the strongest other class: one gradient evaluation), the normal is
   grad(f_t - f_c) at the DeepFool point, and an outer iteration succeeds when the target wins.
-- `eps` optionally intersects the [0, 1] box with an l_inf ball around x_0 (the paper's
+- `linf_cap` optionally intersects the [0, 1] box with an l_inf ball around x_0 (the paper's
   perceptibility bounds [l, u]; default None = the plain image box, the code's delta = 255).
-Batched: each example has its own iterate, DeepFool steps, candidate classes and stop, and leaves
-the working set as soon as it succeeds; the attack draws no random numbers, so an example returns
-the same alone or in any batch.
+Batched: the pairs not yet fooled are a working set (`ops.working_set.WorkingSet`), each with
+its own iterate, DeepFool steps, candidate classes and stop; a pair leaves it as soon as it
+succeeds. The attack draws no random numbers, so an example returns the same alone or in any batch.
 
-The result goes through `ops.quantize.finish` (l_inf cap `eps`): with `quantize=True` (default)
-the changed entries are put on the 8-bit grid and success is re-checked there; an example that
-does not succeed (or whose success does not survive the grid) is returned unchanged.
+The result goes through `ops.quantize.finish` (l_inf cap `linf_cap`): with `quantize=True`
+(default) the changed entries are put on the 8-bit grid and success is re-checked there; an
+example that does not succeed (or whose success does not survive the grid) is returned unchanged.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..ops.losses import is_adversarial, logit_margin
 from ..ops.quantize import finish
-from ..validation import check_attack_call
+from ..ops.tensors import perturbation_bounds
+from ..ops.working_set import WorkingSet
+from ..validation import ValidationError, check_attack_call
+from ._renames import renamed
 
 
-def _bounds(x: Tensor, eps: float | None) -> tuple[Tensor, Tensor]:
-    if eps is None:
-        return torch.zeros_like(x), torch.ones_like(x)
-    if eps <= 0:
-        raise ValueError(f"eps must be positive, got {eps}")
-    return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+@dataclass
+class _Iterates(WorkingSet):
+    """The pairs not yet fooled: SparseFool's iterate x_i and what it needs."""
+    x0: Tensor                 # clean inputs
+    xi: Tensor                 # the current iterate
+    labels: Tensor
+    low: Tensor                # the box [l, u] of the images
+    high: Tensor
+    candidates: Tensor | None  # untargeted: the true class, then the candidate classes (n, K)
 
 
 def _grad(model: nn.Module, x: Tensor, fn) -> tuple[Tensor, Tensor]:
@@ -104,24 +117,47 @@ def _deepfool(model: nn.Module, x: Tensor, labels: Tensor, cand: Tensor | None, 
             done = is_adversarial(model(x[idx] + (1 + overshoot) * r_tot[idx]), labels[idx], targeted=targeted)
         active[idx[done]] = False
     # boundary normal at the DeepFool point x + r (the authors' code): grad(f_new - f_label)
-    with torch.no_grad():
-        new = model(x + (1 + overshoot) * r_tot).argmax(1)
     if targeted:
         _, normal = _grad(model, x + r_tot, lambda z: -logit_margin(z, labels, targeted=True))
     else:
         # the class DeepFool reached; if it did not leave the label, its best candidate
-        new = torch.where(new == labels, cand[:, 1], new)
+        with torch.no_grad():
+            logits = model(x + (1 + overshoot) * r_tot)
+        new = torch.where(is_adversarial(logits, labels, targeted=False), logits.argmax(1), cand[:, 1])
         _, normal = _grad(model, x + r_tot, lambda z: z.gather(1, new[:, None]).squeeze(1)
                           - z.gather(1, labels[:, None]).squeeze(1))
     return r_tot, normal
 
 
 def linear_solver(x: Tensor, normal: Tensor, boundary: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """SparseFool's LinearSolver (Modas et al. 2019, Alg. 1) in closed form, batched: the sparse
-    step from x toward the hyperplane through `boundary` with normal `normal`, inside [low, high].
+    """SparseFool's LinearSolver (Modas et al. 2019, Alg. 1) in closed form, batched.
 
-    Coordinates are taken by decreasing |w_j|; each moves by the remaining distance to the plane
-    (+1e-3 past it, at least 1e-4) or as far as the box allows, until the plane is crossed.
+    The sparse step from x toward the hyperplane through `boundary` with normal `normal`, inside
+    the box [low, high]: coordinates are taken by decreasing |w_j|; each moves by the remaining
+    distance to the plane (+1e-3 past it, at least 1e-4) or as far as the box allows, until the
+    plane is crossed.
+
+    Parameters
+    ----------
+    x : Tensor
+        The current iterates (B, C, H, W).
+    normal : Tensor
+        The hyperplane's normal w per example, shaped like x.
+    boundary : Tensor
+        A point x_B of each hyperplane, shaped like x.
+    low, high : Tensor
+        The box [l, u] of the images, shaped like x.
+
+    Returns
+    -------
+    Tensor
+        The new iterates, inside [low, high], shaped like x.
+
+    Notes
+    -----
+    Equal to the authors' one-coordinate-at-a-time loop: every coordinate before the crossing one
+    saturates at the box, so a cumulative sum of |w_j| * (room to the box) over the sorted
+    coordinates finds the crossing coordinate.
     """
     shape = x.shape
     w = normal.flatten(1)
@@ -149,44 +185,92 @@ def linear_solver(x: Tensor, normal: Tensor, boundary: Tensor, low: Tensor, high
     return torch.minimum(torch.maximum(xf + step, lo), hi).view(shape)
 
 
-def sparsefool(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
-               lam: float = 3.0, max_iter: int = 20, overshoot: float = 0.02,
-               deepfool_steps: int = 50, deepfool_overshoot: float = 0.02, num_candidates: int = 10,
-               eps: float | None = None, quantize: bool = True) -> Tensor:
-    """Batched SparseFool; returns x_0 + (1 + overshoot)(x_i - x_0) clipped to the box (the
-    authors' output) for successes, the input unchanged for failures. See the module docstring.
+def _candidate_classes(model: nn.Module, x: Tensor, labels: Tensor, num_candidates: int) -> Tensor:
+    """The true class, then the top num_candidates - 1 other classes of the clean image: (B, K)."""
+    with torch.no_grad():
+        logits = model(x)
+    count = min(max(2, num_candidates), logits.shape[1])
+    others = logits.scatter(1, labels[:, None], float("-inf")).topk(count - 1, dim=1).indices
+    return torch.cat([labels[:, None], others], 1)
 
-    eps: None (the [0, 1] box) or an l_inf radius around the input (also the finish's l_inf cap).
-    quantize: end on the 8-bit grid via `ops.quantize.finish`; inputs must then be 8-bit images
-    (k/255); False for float inputs."""
+
+@renamed(max_iter="steps", eps="linf_cap")
+def sparsefool(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False,
+               lam: float = 3.0, steps: int = 20, overshoot: float = 0.02,
+               deepfool_steps: int = 50, deepfool_overshoot: float = 0.02, num_candidates: int = 10,
+               linf_cap: float | None = None, quantize: bool = True) -> Tensor:
+    """SparseFool (Modas et al. 2019, Alg. 2), batched: DeepFool's boundary point and normal, then
+    LinearSolver's sparse l1 step toward that hyperplane, until the image is misclassified.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier (logits), in eval mode, that DeepFool linearises.
+    inputs : Tensor
+        The clean images x_0, (B, C, H, W) in [0, 1].
+    labels : Tensor
+        True classes (untargeted, the paper's setting) or targets (targeted), (B,).
+    targeted : bool, default False
+        The targeted variant (not in the paper, see Notes).
+    lam : float, default 3.0
+        lambda >= 1: the boundary point x_B = x_i + lam * r lies past DeepFool's boundary point.
+    steps : int, default 20
+        Outer iterations (DeepFool + LinearSolver) at most (was `max_iter`).
+    overshoot : float, default 0.02
+        The output is x_0 + (1 + overshoot)(x_i - x_0), clipped to the box.
+    deepfool_steps : int, default 50
+        DeepFool steps per outer iteration at most.
+    deepfool_overshoot : float, default 0.02
+        DeepFool's overshoot for its own stopping test.
+    num_candidates : int, default 10
+        Untargeted: the classes DeepFool considers (the true class and the top others of the clean
+        image; at least 2, at most the number of classes).
+    linf_cap : float or None, default None
+        None: the box is the [0, 1] image box; else it is intersected with the l_inf ball of this
+        radius around the input (also the l_inf cap of the finish) (was `eps`).
+    quantize : bool, default True
+        End on the 8-bit grid inside `linf_cap` (`ops.quantize.finish`); the inputs must then be
+        8-bit images (k/255). False for float inputs.
+
+    Returns
+    -------
+    Tensor
+        x_0 + (1 + overshoot)(x_i - x_0) clipped to the box (the authors' output) for the pairs
+        fooled; every other pair is its input unchanged (`ops.quantize.finish`).
+
+    Notes
+    -----
+    LinearSolver is computed in closed form (`linear_solver`). Untargeted DeepFool back-propagates
+    each candidate logit (`num_candidates` gradient evaluations per pair and step, as the authors'
+    code). The targeted variant runs DeepFool toward the target only (f_t - f_c with c the
+    strongest other class, one gradient evaluation per step) and succeeds when the target wins.
+    The authors' code returns its last iterate on failure; here a failure returns the input.
+    """
     check_attack_call(model, inputs, labels, quantize=quantize)
     if lam < 1:
-        raise ValueError(f"lam must be >= 1 (it pushes the boundary point past the boundary), got {lam}")
-    if max_iter < 1 or deepfool_steps < 1:
-        raise ValueError("max_iter and deepfool_steps must be >= 1")
+        raise ValidationError(f"lam must be >= 1 (it pushes the boundary point past the boundary), got {lam}")
+    if steps < 1 or deepfool_steps < 1:
+        raise ValidationError("steps and deepfool_steps must be >= 1")
+    if linf_cap is not None and not linf_cap > 0:
+        raise ValidationError(f"linf_cap must be positive or None, got {linf_cap}")
     x0 = inputs.detach()
-    low, high = _bounds(x0, eps)
-    cand = None
-    if not targeted:
-        with torch.no_grad():
-            logits = model(x0)
-        k = min(max(2, num_candidates), logits.shape[1])
-        others = logits.scatter(1, labels[:, None], float("-inf")).topk(k - 1, dim=1).indices
-        cand = torch.cat([labels[:, None], others], 1)
-    xi = x0.clone()
+    lo, hi = perturbation_bounds(x0, linf_cap)
+    cand = None if targeted else _candidate_classes(model, x0, labels, num_candidates)
+    ws = _Iterates.start(x0=x0, xi=x0.clone(), labels=labels, low=x0 + lo, high=x0 + hi, candidates=cand)
     out = x0.clone()
-    active = torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device)
-    for _ in range(max_iter):
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
+    for _ in range(steps):
+        if ws.empty:
             break
-        r, normal = _deepfool(model, xi[idx], labels[idx], None if cand is None else cand[idx],
-                              targeted=targeted, steps=deepfool_steps, overshoot=deepfool_overshoot)
-        boundary = xi[idx] + lam * r
-        xi[idx] = linear_solver(xi[idx], normal, boundary, low[idx], high[idx])
-        fool = torch.minimum(torch.maximum(x0[idx] + (1 + overshoot) * (xi[idx] - x0[idx]), low[idx]), high[idx])
+        # 1. DeepFool: the boundary point x_B and the normal w
+        r, normal = _deepfool(model, ws.xi, ws.labels, ws.candidates, targeted=targeted,
+                              steps=deepfool_steps, overshoot=deepfool_overshoot)
+        boundary = ws.xi + lam * r
+        # 2. LinearSolver: the sparse step toward the hyperplane, inside the box
+        ws.xi = linear_solver(ws.xi, normal, boundary, ws.low, ws.high)
+        # 3. stop when the overshot iterate is misclassified
+        fool = torch.minimum(torch.maximum(ws.x0 + (1 + overshoot) * (ws.xi - ws.x0), ws.low), ws.high)
         with torch.no_grad():
-            done = is_adversarial(model(fool), labels[idx], targeted=targeted)
-        out[idx[done]] = fool[done]
-        active[idx[done]] = False
-    return finish(model, x0, out, labels, targeted=targeted, quantize=quantize, linf_cap=eps)
+            done = is_adversarial(model(fool), ws.labels, targeted=targeted)
+        out[ws.rows[done]] = fool[done]
+        ws.keep(~done)
+    return finish(model, x0, out, labels, targeted=targeted, quantize=quantize, linf_cap=linf_cap)

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from ..validation import MissingFileError, ValidationError
 
 __all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "load_idx", "load_fashion_mnist",
            "load_mnist", "load_cifar10", "CIFAR10_CLASSES", "load_image_folder", "load_image",
@@ -80,7 +81,7 @@ def _missing(path: Path, hint: str) -> FileNotFoundError:
 
 def _check_channels(channels: int | None) -> int | None:
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise ValueError(f"channels must be 1, 3 or None (the file's own), got {channels!r}")
+        raise ValidationError(f"channels must be 1, 3 or None (the file's own), got {channels!r}")
     return channels
 
 
@@ -90,13 +91,13 @@ def _check_size(size) -> tuple[int, int] | None:
         return None
     hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size) if isinstance(size, (tuple, list)) else ()
     if len(hw) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in hw):
-        raise ValueError(f"size must be a positive int or a pair (H, W) of positive ints, got {size!r}")
+        raise ValidationError(f"size must be a positive int or a pair (H, W) of positive ints, got {size!r}")
     return int(hw[0]), int(hw[1])
 
 
 def _check_positive(name: str, value: int | None) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValidationError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -123,19 +124,19 @@ def load_idx(path: str | Path) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, (PermissionError, IsADirectoryError)):
             raise _read_error(path, exc) from None
-        raise ValueError(f"{path}: not a valid gzip file or truncated ({exc})") from None
+        raise ValidationError(f"{path}: not a valid gzip file or truncated ({exc})") from None
     if len(data) < 4:
-        raise ValueError(f"{path} is not an idx file: only {len(data)} bytes")
+        raise ValidationError(f"{path} is not an idx file: only {len(data)} bytes")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file")
+        raise ValidationError(f"{path} is not an unsigned-byte idx file")
     if len(data) < 4 + 4 * ndim:
-        raise ValueError(f"{path} is truncated: its header is incomplete")
+        raise ValidationError(f"{path} is truncated: its header is incomplete")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
         what = "truncated" if arr.size < int(np.prod(shape)) else "longer than its header says"
-        raise ValueError(f"{path} is {what}: header says shape {shape} ({int(np.prod(shape))} bytes), "
+        raise ValidationError(f"{path} is {what}: header says shape {shape} ({int(np.prod(shape))} bytes), "
                          f"found {arr.size} bytes")
     return arr.reshape(shape)
 
@@ -150,7 +151,7 @@ def _find(root: Path, stem: str) -> Path:
 
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValidationError(f"split must be 'train' or 'test', got {split!r}")
 
 
 def _load_mnist_like(root: str | Path, split: str) -> tuple[Tensor, Tensor]:
@@ -161,9 +162,9 @@ def _load_mnist_like(root: str | Path, split: str) -> tuple[Tensor, Tensor]:
     labels_path = _find(root, f"{prefix}-labels-idx1-ubyte")
     images, labels = load_idx(images_path), load_idx(labels_path)
     if images.ndim != 3:
-        raise ValueError(f"{images_path}: expected images of shape (N, H, W), got {images.shape}")
+        raise ValidationError(f"{images_path}: expected images of shape (N, H, W), got {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(f"{labels_path}: expected {len(images)} labels for {images_path}, "
+        raise ValidationError(f"{labels_path}: expected {len(images)} labels for {images_path}, "
                          f"got shape {labels.shape}")
     x = torch.from_numpy(images.copy()).float().div_(255).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
@@ -199,24 +200,24 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (PermissionError, IsADirectoryError) as exc:
         raise _read_error(path, exc) from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt batch
-        raise ValueError(f"{path}: not a CIFAR-10 python batch or corrupt ({type(exc).__name__}: {exc})") from None
+        raise ValidationError(f"{path}: not a CIFAR-10 python batch or corrupt ({type(exc).__name__}: {exc})") from None
     if not isinstance(batch, dict):
-        raise ValueError(f"{path}: not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict)")
+        raise ValidationError(f"{path}: not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict)")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
-        raise ValueError(f"{path}: not a CIFAR-10 python batch (no 'data' and 'labels' entries)")
+        raise ValidationError(f"{path}: not a CIFAR-10 python batch (no 'data' and 'labels' entries)")
     try:
         data = np.asarray(data)
         labels = np.asarray(labels)
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: malformed CIFAR-10 batch ({exc})") from None
+        raise ValidationError(f"{path}: malformed CIFAR-10 batch ({exc})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
+        raise ValidationError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
     if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: expected {len(data)} integer labels, got {labels.dtype} {labels.shape}")
+        raise ValidationError(f"{path}: expected {len(data)} integer labels, got {labels.dtype} {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: CIFAR-10 labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+        raise ValidationError(f"{path}: CIFAR-10 labels must lie in 0..9, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -268,14 +269,14 @@ def _to_8bit(im, path: Path):
     if mode == "I" or mode.startswith("I;16"):
         arr = np.asarray(im)
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
-            raise ValueError(f"{path}: image mode {mode!r} with values {int(arr.min())}..{int(arr.max())} "
+            raise ValidationError(f"{path}: image mode {mode!r} with values {int(arr.min())}..{int(arr.max())} "
                              "outside the 16-bit range [0, 65535]; cannot map it to 8 bits")
         arr8 = ((arr.astype(np.int64) + 128) // 257).astype(np.uint8)  # round(v / 257)
         return Image.fromarray(arr8)
     if mode == "F":
         arr = np.asarray(im, dtype=np.float64)
         if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1):
-            raise ValueError(f"{path}: float image (mode 'F') with values "
+            raise ValidationError(f"{path}: float image (mode 'F') with values "
                              f"{np.nanmin(arr):g}..{np.nanmax(arr):g}; only values in [0, 1] are accepted")
         return Image.fromarray(np.rint(arr * 255).astype(np.uint8))
     if mode in ("P", "PA"):
@@ -286,7 +287,7 @@ def _to_8bit(im, path: Path):
         return im.convert("RGBA").convert("RGB")
     if mode in _COLOUR_MODES:
         return im.convert("RGB")
-    raise ValueError(f"{path}: unsupported image mode {mode!r}; supported: "
+    raise ValidationError(f"{path}: unsupported image mode {mode!r}; supported: "
                      f"{', '.join(sorted(_GRAY_MODES | _COLOUR_MODES | {'I;16', 'I;16B', 'I;16L'}))}")
 
 
@@ -297,18 +298,18 @@ def _open_image(path: Path):
     if not path.exists():
         raise _missing(path, "expected an image file")
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an image file")
+        raise ValidationError(f"{path} is a folder, not an image file")
     try:
         im = Image.open(path)
     except PermissionError as exc:
         raise _read_error(path, exc) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for bad files
-        raise ValueError(f"{path}: not an image or corrupt: {exc}") from None
+        raise ValidationError(f"{path}: not an image or corrupt: {exc}") from None
     try:
         im.load()
     except Exception as exc:  # noqa: BLE001 - truncated data, bad chunks, bombs ...
         im.close()
-        raise ValueError(f"{path}: not an image or corrupt: {exc}") from None
+        raise ValidationError(f"{path}: not an image or corrupt: {exc}") from None
     return im
 
 
@@ -327,9 +328,9 @@ def load_image(path: str | Path, size: int | tuple[int, int] | None = None, mode
 
     if mode is not None:
         if mode not in ("L", "RGB"):
-            raise ValueError(f"mode must be 'L' or 'RGB' (or use channels=1 / 3), got {mode!r}")
+            raise ValidationError(f"mode must be 'L' or 'RGB' (or use channels=1 / 3), got {mode!r}")
         if channels is not None and channels != (1 if mode == "L" else 3):
-            raise ValueError(f"mode={mode!r} contradicts channels={channels}")
+            raise ValidationError(f"mode={mode!r} contradicts channels={channels}")
         channels = 1 if mode == "L" else 3
     channels = _check_channels(channels)
     hw = _check_size(size)
@@ -352,7 +353,7 @@ def skimage_photo(name: str = "chelsea", size: int = 224, *, channels: int | Non
     from PIL import Image
 
     if name not in SKIMAGE_PHOTOS:
-        raise ValueError(f"unknown scikit-image photo {name!r}; choose one of {sorted(SKIMAGE_PHOTOS)}")
+        raise ValidationError(f"unknown scikit-image photo {name!r}; choose one of {sorted(SKIMAGE_PHOTOS)}")
     channels = _check_channels(channels)
     _check_positive("size", size)
     arr = getattr(skimage.data, "chelsea" if name == "cat" else name)()
@@ -372,10 +373,10 @@ def _read_labels_csv(csv_path: Path, num_classes: int | None) -> list[tuple[int,
             while header is not None and not any(c.strip() for c in header):
                 header = next(reader, None)
             if header is None:
-                raise ValueError(f"{csv_path} is empty; expected a header 'file,class_index' and one row per image")
+                raise ValidationError(f"{csv_path} is empty; expected a header 'file,class_index' and one row per image")
             names = [c.strip() for c in header]
             if not {"file", "class_index"} <= set(names):
-                raise ValueError(f"{csv_path} must have columns 'file' and 'class_index', has {names}")
+                raise ValidationError(f"{csv_path} must have columns 'file' and 'class_index', has {names}")
             fi, ci = names.index("file"), names.index("class_index")
             rows, seen = [], {}
             for cells in reader:
@@ -385,32 +386,32 @@ def _read_labels_csv(csv_path: Path, num_classes: int | None) -> list[tuple[int,
                 where = f"{csv_path}: line {line}"
                 file = cells[fi].strip() if fi < len(cells) else ""
                 if not file:
-                    raise ValueError(f"{where}: no file name in column 'file'")
+                    raise ValidationError(f"{where}: no file name in column 'file'")
                 raw = cells[ci].strip() if ci < len(cells) else ""
                 if not raw:
-                    raise ValueError(f"{where}: no class_index for {file!r}")
+                    raise ValidationError(f"{where}: no class_index for {file!r}")
                 try:
                     label = int(raw)
                 except ValueError:
-                    raise ValueError(f"{where}: class_index {raw!r} of {file!r} is not an integer") from None
+                    raise ValidationError(f"{where}: class_index {raw!r} of {file!r} is not an integer") from None
                 if label < 0:
-                    raise ValueError(f"{where}: class_index {label} of {file!r} is negative")
+                    raise ValidationError(f"{where}: class_index {label} of {file!r} is negative")
                 if num_classes is not None and label >= num_classes:
-                    raise ValueError(f"{where}: class_index {label} of {file!r} is out of range for "
+                    raise ValidationError(f"{where}: class_index {label} of {file!r} is out of range for "
                                      f"{num_classes} classes (0..{num_classes - 1})")
                 key = os.path.normpath(file)
                 if key in seen:
-                    raise ValueError(f"{where}: file {file!r} is listed twice (also on line {seen[key]})")
+                    raise ValidationError(f"{where}: file {file!r} is listed twice (also on line {seen[key]})")
                 seen[key] = line
                 rows.append((line, file, label))
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{csv_path} is not UTF-8 text ({exc})") from None
+        raise ValidationError(f"{csv_path} is not UTF-8 text ({exc})") from None
     except csv.Error as exc:
-        raise ValueError(f"{csv_path}: malformed CSV ({exc})") from None
+        raise ValidationError(f"{csv_path}: malformed CSV ({exc})") from None
     except (PermissionError, IsADirectoryError) as exc:
         raise _read_error(csv_path, exc) from None
     if not rows:
-        raise ValueError(f"{csv_path} has a header but no data rows; expected one row per image")
+        raise ValidationError(f"{csv_path} has a header but no data rows; expected one row per image")
     return rows
 
 
@@ -438,13 +439,13 @@ def load_image_folder(folder: str | Path, labels_csv: str = "labels.csv", *,
     rows = rows[:limit] if limit is not None else rows
     for line, file, _ in rows:
         if not (folder / file).is_file():
-            raise ValueError(f"{csv_path}: line {line}: file {file!r} not found in {folder}")
+            raise ValidationError(f"{csv_path}: line {line}: file {file!r} not found in {folder}")
     images = []
     for line, file, _ in rows:
         try:
             images.append(load_image(folder / file, size, channels=channels))
         except ValueError as exc:
-            raise ValueError(f"{csv_path}: line {line}: {exc}") from None
+            raise ValidationError(f"{csv_path}: line {line}: {exc}") from None
     if channels is None and len({im.shape[1] for im in images}) > 1:
         images = [im.expand(-1, 3, -1, -1) for im in images]
     first = {}
@@ -452,7 +453,7 @@ def load_image_folder(folder: str | Path, labels_csv: str = "labels.csv", *,
         first.setdefault(tuple(im.shape[2:]), file)
     if len(first) > 1:
         shown = ", ".join(f"{h}x{w} ({f})" for (h, w), f in list(first.items())[:4])
-        raise ValueError(f"images in {folder} have different sizes (H x W: {shown}"
+        raise ValidationError(f"images in {folder} have different sizes (H x W: {shown}"
                          f"{', ...' if len(first) > 4 else ''}); pass size= to resize them")
     labels = torch.tensor([label for _, _, label in rows], dtype=torch.long)
     return torch.cat(images), labels, [file for _, file, _ in rows]
@@ -472,7 +473,7 @@ def imagenet_class_index(name: str | int) -> int:
     if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
         idx = int(name)
         if not 0 <= idx < 1000:
-            raise ValueError(f"ImageNet class index must be in [0, 999], got {idx}")
+            raise ValidationError(f"ImageNet class index must be in [0, 999], got {idx}")
         return idx
     key = name.strip().lower().replace("_", " ")
     names = imagenet_class_names()
@@ -483,9 +484,9 @@ def imagenet_class_index(name: str | int) -> int:
     if len(partial) == 1:
         return partial[0]
     if not partial:
-        raise ValueError(f"no ImageNet class matches {name!r}")
+        raise ValidationError(f"no ImageNet class matches {name!r}")
     shown = "; ".join(f"{i}: {names[i]}" for i in partial[:8])
-    raise ValueError(f"{name!r} is ambiguous among {len(partial)} ImageNet classes ({shown}); "
+    raise ValidationError(f"{name!r} is ambiguous among {len(partial)} ImageNet classes ({shown}); "
                      "use a class index or a fuller name")
 
 
@@ -495,7 +496,7 @@ def class_names(dataset: str) -> list[str]:
         return imagenet_class_names()
     table = {"fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
     if dataset not in table:
-        raise ValueError(f"no class names for dataset {dataset!r}; known: fashion-mnist, cifar10, imagenet")
+        raise ValidationError(f"no class names for dataset {dataset!r}; known: fashion-mnist, cifar10, imagenet")
     return table[dataset]
 
 
@@ -506,10 +507,10 @@ def _labelled(name: str, x: Tensor, y: Tensor, channels: int | None, num_classes
               ) -> tuple[Tensor, Tensor]:
     have = _NATIVE_CHANNELS[name]
     if channels is not None and channels != have:
-        raise ValueError(f"dataset {name} has {have} channel{'s' if have > 1 else ''}, "
+        raise ValidationError(f"dataset {name} has {have} channel{'s' if have > 1 else ''}, "
                          f"asked for channels={channels}")
     if num_classes is not None and len(y) and int(y.max()) >= num_classes:
-        raise ValueError(f"dataset {name} has labels up to {int(y.max())}, more than "
+        raise ValidationError(f"dataset {name} has labels up to {int(y.max())}, more than "
                          f"num_classes={num_classes} allows (0..{num_classes - 1})")
     return x, y
 
@@ -543,7 +544,7 @@ def load_dataset(spec: str, *, split: str = "test", size: int | tuple[int, int] 
         if size is not None and not isinstance(size, (int, np.integer)):
             hw = _check_size(size)
             if hw[0] != hw[1]:
-                raise ValueError(f"scikit-image photos are square; got size={size!r}")
+                raise ValidationError(f"scikit-image photos are square; got size={size!r}")
             size = hw[0]
         x = skimage_photo(name, size or 224, channels=3 if channels is None else channels)
         label = SKIMAGE_PHOTOS.get(name)
@@ -556,5 +557,5 @@ def load_dataset(spec: str, *, split: str = "test", size: int | tuple[int, int] 
         return x, y
     if path.is_file():
         return load_image(path, size, channels=channels), torch.tensor([-1])
-    raise FileNotFoundError(f"dataset or image not found: {spec!r} (expected 'fashion-mnist', "
+    raise MissingFileError(f"dataset or image not found: {spec!r} (expected 'fashion-mnist', "
                             "'mnist:DIR', 'cifar10:DIR', 'skimage:NAME', a folder with labels.csv, or an image file)")

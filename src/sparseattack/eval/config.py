@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..validation import ValidationError
+
 __all__ = ["ConfigMismatch", "config_hash", "diff_configs", "jsonable", "model_fingerprint",
            "package_version", "RUN_KEYS"]
 
@@ -35,7 +37,7 @@ __all__ = ["ConfigMismatch", "config_hash", "diff_configs", "jsonable", "model_f
 RUN_KEYS = ("model", "model_sha256", "dataset", "targets", "seed", "quantize", "version")
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(ValidationError):
     """An output file already holds records made under another configuration."""
 
 

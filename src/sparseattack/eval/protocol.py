@@ -31,11 +31,12 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..validation import check_labels, num_classes_of
+from ..validation import check_labels, num_classes_of, ValidationError
 from .config import (RUN_KEYS, ConfigMismatch, config_hash, diff_configs, jsonable, model_fingerprint,
                      package_version)
 from .config import model_name as config_model_name
 from .metrics import NORM_KEYS
+from .tables import HEADERS, format_value, markdown_table
 from .result import _resolve, run_attack
 
 
@@ -64,7 +65,7 @@ def make_pairs(positions: Iterable[int], labels: Tensor, num_classes: int,
         else:
             n = int(targets)
             if not 1 <= n <= len(others):
-                raise ValueError(f"number of targets must be in [1, {len(others)}], got {n}")
+                raise ValidationError(f"number of targets must be in [1, {len(others)}], got {n}")
             image_id = int(i) if image_ids is None else int(image_ids[i])
             g = torch.Generator().manual_seed(seed * 1_000_003 + image_id)
             chosen = sorted(others[j] for j in torch.randperm(len(others), generator=g)[:n].tolist())
@@ -83,7 +84,7 @@ def read_records(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a .jsonl file path")
+        raise ValidationError(f"{path} is a directory; give a .jsonl file path")
     text = path.read_text()
     lines = text.split("\n")
     out = []
@@ -95,9 +96,9 @@ def read_records(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             if number == len(lines):  # the torn tail of a killed run
                 continue
-            raise ValueError(f"{path}, line {number}: not a JSON record (the file is corrupt)") from None
+            raise ValidationError(f"{path}, line {number}: not a JSON record (the file is corrupt)") from None
         if not isinstance(rec, dict) or not {"method", "image", "target", "success"} <= set(rec):
-            raise ValueError(f"{path}, line {number}: not a sparseattack record")
+            raise ValidationError(f"{path}, line {number}: not a sparseattack record")
         out.append(rec)
     return out
 
@@ -114,7 +115,7 @@ def check_unique(records: list[dict], source: str = "records") -> None:
             dups.append(k)
     if dups:
         shown = ", ".join(f"{m} image {i} target {t}" for _, m, i, t in dups[:3])
-        raise ValueError(f"{source} hold {len(dups)} duplicated pair(s) ({shown}{', ...' if len(dups) > 3 else ''}); "
+        raise ValidationError(f"{source} hold {len(dups)} duplicated pair(s) ({shown}{', ...' if len(dups) > 3 else ''}); "
                          "two runs wrote the same file? keep one record per pair")
 
 
@@ -159,7 +160,7 @@ class OutputLock:
         except OSError:
             self.fh.close()
             self.fh = None
-            raise ValueError(f"{self.path} is being written by another sparseattack run; wait for it to "
+            raise ValidationError(f"{self.path} is being written by another sparseattack run; wait for it to "
                              "finish or choose another output file") from None
         return self
 
@@ -176,9 +177,9 @@ def check_output_path(out: str | Path) -> Path:
     """An output path must be a file (a .jsonl), not a directory."""
     path = Path(out)
     if path.is_dir():
-        raise ValueError(f"output {path} is a directory; give a file path such as {path / 'results.jsonl'}")
+        raise ValidationError(f"output {path} is a directory; give a file path such as {path / 'results.jsonl'}")
     if path.suffix != ".jsonl":
-        raise ValueError(f"output {path} must end in .jsonl (tables are written beside it as .md and .csv)")
+        raise ValidationError(f"output {path} must end in .jsonl (tables are written beside it as .md and .csv)")
     return path
 
 
@@ -257,14 +258,14 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
     from tqdm import tqdm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
     config = run_config(model, method, name=name, targets=targets, seed=seed, quantize=quantize,
                         model_name=model_name, dataset=dataset, groups_fn=groups_fn, **params)
     chash = config_hash(config)
     method_name = config["method"]
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
     if len(ids) != len(images):
-        raise ValueError(f"image_ids has {len(ids)} entries for {len(images)} images")
+        raise ValidationError(f"image_ids has {len(ids)} entries for {len(images)} images")
     check_labels(labels, len(images), num_classes_of(model, images[:1]))
     correct = correctly_classified(model, images, labels)
     with torch.no_grad():
@@ -298,7 +299,6 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
                              **params)
             recs = res.records([ids[j] for j, _ in chunk])
             for r in recs:
-                r["image"] = r.pop("id")
                 r.update(method=method_name, config_hash=chash, config=config, **extra)
                 new_records[(r["image"], r["target"])] = r
             if out_path is not None:
@@ -337,7 +337,7 @@ def summarize(records: list[dict], criterion: str = "l2",
         if len(hs) > 1:
             configs = {r.get("config_hash"): r.get("config") or {} for r in by_method[method]}
             a, b = list(configs.values())[:2]
-            raise ValueError(f"records of {method!r} come from {len(hs)} configurations ("
+            raise ValidationError(f"records of {method!r} come from {len(hs)} configurations ("
                              + "; ".join(diff_configs(a, b)[:5]) + "); summarize them separately or "
                              "name them apart (evaluate(name=...))")
     for method, recs in by_method.items():
@@ -367,30 +367,13 @@ def summarize(records: list[dict], criterion: str = "l2",
     return rows
 
 
-_HEADERS = {"asr": "ASR", "l0": "ℓ0", "l0_pixels": "ℓ0 px", "l1": "ℓ1", "l2": "ℓ2", "linf": "ℓ∞",
-            "groups": "groups", "gradients": "grads/pair", "seconds": "s/pair"}
-
-
-def _fmt(key: str, v) -> str:
-    if isinstance(v, str):
-        return v
-    if v != v:  # NaN
-        return "-"
-    if key == "asr":
-        return f"{100 * v:.0f}%"
-    if key in ("l0", "l0_pixels", "gradients", "groups"):
-        return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
-    return f"{v:.3g}"
-
-
 def to_markdown(rows: list[dict], keys: tuple[str, ...] = ("asr",) + NORM_KEYS + ("gradients", "seconds")) -> str:
-    """Rows from `summarize` as a Markdown table (method x case)."""
+    """Rows from `summarize` as a Markdown table (method x case), in `eval.tables`' number format
+    (`eval.tables.table1` gives the papers' wide layout)."""
     keys = tuple(k for k in keys if any(k in r for r in rows))
-    head = ["method", "case"] + [_HEADERS.get(k, k) for k in keys]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join([r["method"], r["case"]] + [_fmt(k, r.get(k, float("nan"))) for k in keys]) + " |")
-    return "\n".join(lines)
+    head = ["method", "case"] + [HEADERS.get(k, k) for k in keys]
+    return markdown_table(head, [[r["method"], r["case"]] + [format_value(k, r.get(k, float("nan"))) for k in keys]
+                                 for r in rows])
 
 
 def to_csv(rows: list[dict]) -> str:

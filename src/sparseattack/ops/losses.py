@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
+from ..validation import ValidationError
 
 
 def _other_max(logits: Tensor, labels: Tensor) -> Tensor:
@@ -51,7 +52,7 @@ def adversarial_loss(name: str):
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}") from None
+        raise ValidationError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}") from None
 
 
 def is_adversarial(logits: Tensor, labels: Tensor, *, targeted: bool, kappa: float = 0.0) -> Tensor:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from ..validation import ValidationError, ValidationTypeError
 
 __all__ = ["example_seed", "example_generators", "rand", "randn", "randint"]
 
@@ -41,7 +42,7 @@ def example_generators(inputs: Tensor, labels: Tensor, seed: int = 0) -> list[to
     """One generator per example of `inputs` (B, ...), on the inputs' device, seeded by
     `example_seed(inputs[i], labels[i], seed)`."""
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        raise ValidationTypeError(f"seed must be an int, got {type(seed).__name__}")
     cpu_x = inputs.detach().to("cpu")
     cpu_y = labels.detach().to("cpu").tolist()
     return [torch.Generator(device=inputs.device).manual_seed(example_seed(cpu_x[i], cpu_y[i], seed))
@@ -50,7 +51,7 @@ def example_generators(inputs: Tensor, labels: Tensor, seed: int = 0) -> list[to
 
 def _stack(draw, gens: Sequence[torch.Generator], device) -> Tensor:
     if len(gens) == 0:
-        raise ValueError("no generators to draw from")
+        raise ValidationError("no generators to draw from")
     return torch.stack([draw(g) for g in gens]).to(device)
 
 
