@@ -17,6 +17,7 @@ Output: printed, and appended to benchmarks/results/regression_v01.md with the c
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -27,7 +28,7 @@ from sparseattack import models
 from sparseattack.eval import evaluate
 
 # row name -> (0.1 results file, registered method, parameters, batch size of the 0.1 run)
-ROWS = {"sapf-fast": ("sapf_fmnist.jsonl", "sapf", {"k": 80, "preset": "fast"}, 60),
+ROWS = {"sapf-fast": ("sapf_fmnist.jsonl", "sapf", {"k": 80, "preset": "fast"}, 180),
         "StrAttack": ("strattack.jsonl", "strattack", {"refine": True}, 45)}
 
 
@@ -56,6 +57,10 @@ def main() -> None:
     ap = argument_parser(__doc__)
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="pairs per batch (default: the 0.1 run's; in float32 the batch composition changes "
+                         "the convolutions' summation order, so only the same batches can match bit for bit)")
+    ap.add_argument("--records", default=None, help="also write the new per-pair records to this JSONL")
     ap.add_argument("--out", default=str(RESULTS / "regression_v01.md"))
     add_threads(ap)
     args = ap.parse_args()
@@ -67,11 +72,15 @@ def main() -> None:
         file, method, params, batch = ROWS[row]
         old = [r for r in read_jsonl(RESULTS / file) if r["method"] == row and r["image"] in set(data.ids)]
         start = time.time()
+        batch = args.batch_size or batch
         new = evaluate(model, method, data.images, data.labels, targets="all", image_ids=data.ids, batch_size=batch,
                        quantize=False, progress=True, name=row, **params)
+        if args.records:
+            with open(args.records, "a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in new)
         result = compare(old, new)
         print(row, result, f"({time.time() - start:.0f}s)", flush=True)
-        table.append([row] + [format_value(METRIC.get(k, k), v) for k, v in result.items()])
+        table.append([f"{row} (batch {batch})"] + [format_value(METRIC.get(k, k), v) for k, v in result.items()])
     head = ["row"] + list(compare([], []).keys())
     text = (f"\n## {time.strftime('%Y-%m-%d')}: `python {' '.join(sys.argv)}`\n\n"
             f"First {args.images} correctly classified Fashion-MNIST test images x 9 targets, float mode "

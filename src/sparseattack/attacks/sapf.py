@@ -42,7 +42,7 @@ from ..ops.optim import AbortEarly, BatchAdam, decayed_step_size
 from ..ops.projections import project_box, project_l2_sphere, topk_mask
 from ..ops.quantize import finish, finish_candidate, report_float_success, succeeds
 from ..ops.search import BestAdversarial, IntegerSearch, MinimalBudget, TradeoffSearch
-from ..ops.tensors import (budget_count, check_granularity, is_imagenet_size, per_example,
+from ..ops.tensors import (as_column, budget_count, check_granularity, is_imagenet_size, per_example,
                            perturbation_bounds)
 from ..ops.working_set import WorkingSet
 from ..validation import ValidationError, ValidationTypeError, check_attack_call
@@ -226,11 +226,6 @@ def imperceptibility_weights(inputs: Tensor, strategy: str = "variance", n: int 
 # The problem and the state Algorithm 1 carries
 # ----------------------------------------------------------------------------------------------
 
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    """A per-pair (B,) tensor shaped to broadcast over the rows of `like`."""
-    return v.view((-1,) + (1,) * (like.dim() - 1))
-
-
 @dataclass
 class _Pairs(WorkingSet):
     """The (image, target) pairs being attacked, one row each: the data of objective (3) / (16) / (17)."""
@@ -347,14 +342,14 @@ class _GroupSplit:
 
     def update_y(self, G: Tensor) -> None:
         """Y3 = prox of (lambda_2 / rho_g) sum_i ||.^i||_2 at G + Z3 / rho_g."""
-        self.y = segment_soft_threshold(G + self.z / _col(self.rho, G), self.segments, self.lambda2 / self.rho)
+        self.y = segment_soft_threshold(G + self.z / as_column(self.rho, G), self.segments, self.lambda2 / self.rho)
 
     def add_gradient(self, grad: Tensor, G: Tensor) -> Tensor:
         """Eq. (14)'s gradient plus this split's terms Z3 + rho_g (G - Y3)."""
-        return grad + self.z + _col(self.rho, G) * (G - self.y)
+        return grad + self.z + as_column(self.rho, G) * (G - self.y)
 
     def update_dual(self, G: Tensor, sched: SAPFSchedule) -> None:
-        self.z = self.z + _col(self.rho, G) * (G - self.y)
+        self.z = self.z + as_column(self.rho, G) * (G - self.y)
         self.rho = torch.clamp(self.rho * sched.rho_growth, max=sched.rho_group_max)
 
     @staticmethod
@@ -375,7 +370,7 @@ def _step2_g(objective: _Objective, pairs: _Pairs, delta: Tensor, G: Tensor, sch
     group = _GroupSplit(G, pairs.segments, objective.lambda2, carried.rho_group) if objective.grouped(pairs) else None
     G = G.clone()
     for it in range(sched.g_steps):
-        r1, r2, r3 = (_col(r, G) for r in rho)
+        r1, r2, r3 = (as_column(r, G) for r in rho)
         y1 = project_box(G + z1 / r1)                                               # Eq. (11)
         y2 = project_l2_sphere(G + z2 / r2)                                         # Eq. (13)
         if group is not None:
@@ -384,11 +379,11 @@ def _step2_g(objective: _Objective, pairs: _Pairs, delta: Tensor, G: Tensor, sch
         obj, _ = objective(pairs, delta, G)
         grad, = torch.autograd.grad(obj.sum(), G)
         with torch.no_grad():
-            card = _col(G.flatten(1).sum(1) - k, G)
-            grad = grad + z1 + z2 + _col(z3, G) + r1 * (G - y1) + r2 * (G - y2) + r3 * card  # Eq. (14)
+            card = as_column(G.flatten(1).sum(1) - k, G)
+            grad = grad + z1 + z2 + as_column(z3, G) + r1 * (G - y1) + r2 * (G - y2) + r3 * card  # Eq. (14)
             curvature = r1 + r2 + r3 * n   # of the penalty terms: eta_G <= 1 / curvature keeps (14) stable
             if group is not None:
-                grad, curvature = group.add_gradient(grad, G), curvature + _col(group.rho, G)
+                grad, curvature = group.add_gradient(grad, G), curvature + as_column(group.rho, G)
             eta = torch.clamp(1.0 / curvature, max=sched.step_size_at(carried.g_steps + it))
             G = G.detach() - eta * grad
             z1 = z1 + r1 * (G - y1)                                                 # Eq. (15), with Y

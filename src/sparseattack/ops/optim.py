@@ -10,12 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .tensors import as_column
+
 __all__ = ["BatchAdam", "AbortEarly", "decayed_step_size"]
-
-
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    """A (B,) tensor shaped to broadcast over the rows of `like`."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 class BatchAdam:
@@ -54,8 +51,8 @@ class BatchAdam:
             self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad * grad
             m, v, t = self.m[rows], self.v[rows], self.t[rows]
         t = t.double()  # the bias corrections 1 - beta^t in float64 (1 - 0.999 is off by 1e-5 in float32)
-        return (m / _col((1 - self.b1 ** t).to(m.dtype), m),
-                (v / _col((1 - self.b2 ** t).to(v.dtype), v)).sqrt() + self.eps)
+        return (m / as_column((1 - self.b1 ** t).to(m.dtype), m),
+                (v / as_column((1 - self.b2 ** t).to(v.dtype), v)).sqrt() + self.eps)
 
     def direction(self, grad: Tensor, rows: Tensor | None = None) -> Tensor:
         """One step's bias-corrected direction m_hat / (sqrt(v_hat) + eps) (advances the moments)."""

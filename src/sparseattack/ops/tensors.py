@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..validation import resolve_k, ValidationError
 
-__all__ = ["per_example", "l2_normalize", "project_l2_ball", "check_norm", "ball_cap", "is_imagenet_size",
+__all__ = ["as_column", "per_example", "l2_normalize", "project_l2_ball", "check_norm", "ball_cap", "is_imagenet_size",
            "SMALL_SIDE", "budget_count", "check_granularity", "GRANULARITIES", "perturbation_bounds"]
 
 # The one rule for "a large image": both papers tune MNIST/CIFAR-size inputs (28-32 px) and
@@ -20,6 +20,11 @@ def is_imagenet_size(height: int, width: int) -> bool:
     """Whether an image gets the papers' ImageNet settings (min(h, w) > SMALL_SIDE = 64), else their
     MNIST/CIFAR ones (SAPF Sec. 4.1's lambda_1 start, StrAttack Appendix F's c and groups)."""
     return min(height, width) > SMALL_SIDE
+
+
+def as_column(v: Tensor, like: Tensor) -> Tensor:
+    """A per-row (B,) tensor shaped (B, 1, ..., 1) to broadcast over the rows of `like`."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def per_example(value: float | Tensor, x: Tensor, *, name: str = "eps") -> Tensor:
