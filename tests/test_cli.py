@@ -122,7 +122,7 @@ def test_attack_reports_success_only_for_an_adversarial_saved_file(tmp_path, fmn
     from sparseattack import models
 
     code = main(["attack", "--index", "0:4", "--method", "sapf", "--target", "Sneaker", "-p", "k=80",
-                 "-p", "binary_search_steps=3", "--out", str(tmp_path), "--name", "s"])
+                 "-p", "stages=6", "--out", str(tmp_path), "--name", "s"])
     report = json.loads((tmp_path / "s_report.json").read_text())
     model = models.load("fmnist-cw")
     printed = capsys.readouterr().out
@@ -152,7 +152,7 @@ def test_traps(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ev, "run_attack", fake_run_attack)
     with pytest.raises(Stop):  # demo -p adds to the demo's short schedule instead of dropping it
         main(["demo", "-p", "k=3000", "--out", str(tmp_path / "d")])
-    assert seen["k"] == 3000 and seen["delta_steps"] == DEMO_PARAMS["sapf"]["delta_steps"]
+    assert seen["k"] == 3000 and seen["stage_steps"] == DEMO_PARAMS["sapf"]["stage_steps"]
     assert "Parameters: k=3000" in capsys.readouterr().out
     for argv in (["eval", "--batch-size", "0"], ["train", "fmnist", "--epochs", "0"]):
         with pytest.raises(SystemExit) as stop:
@@ -170,7 +170,7 @@ def test_traps(tmp_path, capsys, monkeypatch):
         main(["eval", "--help"])
     assert "(default: 0:20)" in capsys.readouterr().out
     assert main(["attacks", "sapf"]) == 0
-    assert "delta_steps" in capsys.readouterr().out
+    assert "stage_steps" in capsys.readouterr().out
 
 
 def test_user_errors_exit_2_and_bugs_surface(monkeypatch, capsys):

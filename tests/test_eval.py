@@ -239,11 +239,15 @@ def test_registry_resolves_forwarded_parameters():
     """SAPF-GS / -VI forward SAPF's own keywords and schedule fields; each resolves with its value."""
     from sparseattack.attacks import get
 
-    r = get("sapf-gs").resolve({"k": 80, "granularity": "pixel", "groups": "grid", "delta_steps": 7})
-    assert (r["granularity"], r["groups"], r["delta_steps"], r["lambda2"]) == ("pixel", "grid", 7, 0.1)
+    r = get("sapf-gs").resolve({"k": 80, "granularity": "pixel", "groups": "grid", "stage_steps": 7})
+    assert (r["granularity"], r["groups"], r["stage_steps"], r["lambda2"]) == ("pixel", "grid", 7, 0.1)
     assert get("sapf").resolve({"k": 5, "preset": "paper"})["delta_steps"] == 2000
+    assert get("sapf").resolve({"k": 5, "preset": "fast", "delta_steps": 7})["delta_steps"] == 7
     with pytest.raises(ValueError, match="must be int"):
-        get("sapf-vi").resolve({"k": 5, "delta_steps": 2.5})
+        get("sapf-vi").resolve({"k": 5, "stage_steps": 2.5})
+    # a field of the ADMM schedule under the (default) continuation preset is refused up front
+    with pytest.raises(ValueError, match="delta_steps only apply to support='admm'"):
+        get("sapf").resolve({"k": 5, "delta_steps": 7})
 
 
 def test_registry_translates_old_names_with_a_warning():

@@ -211,7 +211,9 @@ def available() -> list[str]:
 register("ifgsm", ifgsm, "Iterative FGSM, l_inf ball (Kurakin et al. 2017)", defaults={"norm": "linf"})
 register("ifgm-l2", ifgsm, "Iterative fast gradient method, l2 ball", defaults={"norm": "l2"})
 
+from .sapf import DEFAULT_PRESET as DEFAULT_SAPF_PRESET  # noqa: E402
 from .sapf import PRESETS as _SAPF_PRESETS  # noqa: E402
+from .sapf import _schedule as _sapf_schedule  # noqa: E402
 from .sapf import find_min_k, sapf, sapf_gs, sapf_min_k, sapf_vi  # noqa: E402
 
 
@@ -224,11 +226,14 @@ def _keywords_of(obj) -> dict:
 def _sapf_extra(params: dict) -> dict:
     """SAPF's schedule fields (keyword overrides) with the chosen preset's values, and `sapf`'s own
     parameters (sapf_gs and sapf_vi forward them)."""
-    preset = params.get("preset", "fast")
+    preset = params.get("preset", DEFAULT_SAPF_PRESET)
     sched = _SAPF_PRESETS.get(preset) if isinstance(preset, str) else preset
     if sched is None:
         raise ValidationError(f"unknown SAPF preset {preset!r}; choose one of {sorted(_SAPF_PRESETS)}")
-    return {**_keywords_of(sched), **_keywords_of(sapf)}
+    fields = _keywords_of(sched)
+    # refuse, before any work, a schedule field that the chosen way of choosing G would not use
+    _sapf_schedule(sched, {key: params[key] for key in fields if key in params})
+    return {**fields, **_keywords_of(sapf)}
 
 
 register("sapf", sapf, "SAPF: perturbation factorization with an lp-box ADMM (Fan et al. ECCV 2020)",

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ..ops.groups import grid_segments, group_topk_mask, segment_soft_threshold, superpixel_segments
 from ..ops.losses import adversarial_loss, is_adversarial
+from ..ops.minimal_norm import minimal_l2_on_support
 from ..ops.optim import AbortEarly, BatchAdam, decayed_step_size
 from ..ops.projections import project_box, project_l2_sphere, topk_mask
 from ..ops.quantize import finish, finish_candidate, report_float_success, succeeds
@@ -114,6 +115,22 @@ class SAPFSchedule:
     abort_early : bool, default False
         In Step 1, a pair leaves the loop once its objective stops decreasing (C&W's rule,
         `ops.optim.AbortEarly`: checked every tenth of the steps, 0.9999 tolerance).
+    support : {'admm', 'continuation'}, default 'admm'
+        How G is chosen. 'admm': Algorithm 1 (Step 2's lp-box ADMM) inside the lambda_1 search, as
+        published. 'continuation': G shrinks from all ones to k over `stages` stages, each keeping
+        the largest |w * delta| of the last successful delta, and delta is the minimal-l2 solution
+        on G (`ops.minimal_norm`) instead of Step 1 at a searched lambda_1 (see `_continuation`).
+        The fields from `steps` to `abort_early` (but `binary_search_steps`'s role is played by
+        the per-pair radius) apply to 'admm' only; the next four to 'continuation' only.
+    stages : int, default 8
+        'continuation': the support shrinks geometrically, N -> k in this many successful stages;
+        a stage that fails backs off halfway toward the last successful size.
+    stage_steps : int, default 50
+        'continuation': gradient steps of the minimal-l2 solve per stage.
+    max_stages : int, default 24
+        'continuation': the most stages a pair takes (successful and failed) before it stops.
+    polish_steps : int, default 300
+        'continuation': steps of the last minimal-l2 solve on the final support of k entries.
 
     Notes
     -----
@@ -140,10 +157,20 @@ class SAPFSchedule:
     rho_growth: float = 1.01
     warm_start: bool = False
     abort_early: bool = False
+    support: str = "admm"
+    stages: int = 8
+    stage_steps: int = 50
+    max_stages: int = 24
+    polish_steps: int = 300
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
             raise ValidationError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.support not in ("admm", "continuation"):
+            raise ValidationError(f"support must be 'admm' or 'continuation', got {self.support!r}")
+        for name in ("stages", "stage_steps", "max_stages", "polish_steps"):
+            if getattr(self, name) < (0 if name == "polish_steps" else 1):
+                raise ValidationError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
     def step_size_at(self, step: int) -> float:
         """The decayed step size of the `step`-th step (Sec. 4.1)."""
@@ -174,12 +201,22 @@ def _accept_old_schedule_names(cls):
 
 _accept_old_schedule_names(SAPFSchedule)
 
+# Fields used by each way of choosing G (an override of the other way's field is refused).
+_CONTINUATION_FIELDS = {"stages", "stage_steps", "max_stages", "polish_steps"}
+_FIELDS_OF = {"continuation": _CONTINUATION_FIELDS,
+              "admm": set(SAPFSchedule.__dataclass_fields__) - _CONTINUATION_FIELDS - {"support"}}
+_OTHER = {"admm": "continuation", "continuation": "admm"}
+
+DEFAULT_PRESET = "continuation"  # the preset of `sapf` and `find_min_k` when none is given
+
 PRESETS: dict[str, SAPFSchedule] = {
     "paper": SAPFSchedule(),
     # A fraction of the paper's gradient evaluations for its success rate and l2: benchmarks/SAPF_TUNING.md.
     "fast": SAPFSchedule(steps=3, delta_steps=100, g_steps=200, refine_steps=500, step_size=0.1,
                          step_size_decay=0.9, decay_every=20, optimizer="adam", binary_search_steps=6,
                          lambda_init=1.0, rho_growth=1.05, warm_start=True, abort_early=True),
+    # G by continuation in k, delta by a minimal-l2 solve on G: `_continuation`, SAPF_TUNING.md.
+    "continuation": SAPFSchedule(support="continuation"),
 }
 
 
@@ -416,6 +453,97 @@ def _algorithm1(objective: _Objective, pairs: _Pairs, delta: Tensor, G: Tensor, 
 
 
 # ----------------------------------------------------------------------------------------------
+# The continuation preset: G by shrinking support, delta by a minimal-l2 solve on it
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Shrinking(WorkingSet):
+    """The continuation's pairs whose support is still shrinking."""
+    pairs: _Pairs
+    delta: Tensor            # the last successful delta (zeros before the first success)
+    size: Tensor             # its support size (N before the first success)
+    next_size: Tensor        # the size tried next
+    floor: Tensor            # where the shrinking stops: k (or 1 when k itself is searched)
+    ratio: Tensor            # (floor / N) ** (1 / stages)
+
+
+def _support_of(objective: _Objective, pairs: _Pairs, delta: Tensor, size: Tensor, gshape: tuple[int, ...]) -> Tensor:
+    """G with exactly `size` ones per pair at the largest |w * delta| (summed over the channels of
+    a pixel; SAPF-GS: whole groups first, `ops.groups.group_topk_mask`)."""
+    score = pairs.w2 * delta.pow(2)
+    if gshape[0] != score.shape[1]:
+        score = score.sum(1, keepdim=True)
+    if objective.grouped(pairs):
+        return group_topk_mask(score, pairs.segments, size)
+    return topk_mask(score, size)
+
+
+def _continuation(objective: _Objective, pairs: _Pairs, sched: SAPFSchedule, gshape: tuple[int, ...],
+                  best: BestAdversarial, floor: Tensor | None = None) -> Tensor:
+    """SAPF's problem (3) by continuation in k (the default preset), for every pair at once:
+
+        stage 0: G = 1 (all N entries), delta = the minimal-l2 adversarial perturbation
+        stage s: G = the `next_size` largest |w * delta| of the last successful delta; delta = the
+                 minimal ||w * delta * G|| adversarial perturbation on G (`ops.minimal_norm`, from
+                 the previous delta, `stage_steps` steps);
+                 success: next_size <- max(floor, round(size * (floor / N) ** (1 / stages)));
+                 failure: next_size <- halfway back toward the last successful size (a pair
+                 stops when that is the last successful size itself, or after `max_stages`)
+        polish: `polish_steps` more steps on the final support of each pair.
+
+    Every successful delta with at most k = pairs.k entries goes to `best` (by its weighted norm).
+    With `floor` (default pairs.k) below k, the support keeps shrinking past k: the minimal-k mode
+    of `find_min_k`. Returns the support size of each pair's last success within k (-1: none)."""
+    n = math.prod(gshape)
+    b, device = len(pairs), pairs.x.device
+    floor = pairs.k if floor is None else floor
+    full = torch.full((b,), n, device=device, dtype=torch.long)
+    ratio = (floor.to(torch.float64) / n) ** (1.0 / sched.stages)
+    run = _Shrinking.start(pairs=replace(pairs), delta=torch.zeros_like(pairs.x), size=full.clone(),
+                           next_size=full.clone(), floor=floor.clone(), ratio=ratio)
+    final_delta, final_size = torch.zeros_like(pairs.x), torch.full((b,), -1, device=device, dtype=torch.long)
+    searching_k = bool((floor < pairs.k).any())
+
+    def solve(rows_pairs: _Pairs, G: Tensor, delta: Tensor, steps: int):
+        return minimal_l2_on_support(objective.model, rows_pairs.x, rows_pairs.labels, targeted=objective.targeted,
+                                     support=G, delta=delta, steps=steps, lo=rows_pairs.lo, hi=rows_pairs.hi,
+                                     weights=rows_pairs.w2.sqrt(), kappa=objective.kappa)
+
+    for stage in range(sched.max_stages):
+        if run.empty:
+            break
+        if stage == 0:
+            G = torch.ones(len(run), *gshape, device=device, dtype=pairs.x.dtype)
+        else:
+            G = _support_of(objective, run.pairs, run.delta, run.next_size, gshape)
+        sol = solve(run.pairs, G, run.delta, sched.stage_steps)
+        ok = sol.found
+        run.delta = torch.where(as_column(ok, run.delta), sol.delta, run.delta)
+        run.size = torch.where(ok, run.next_size, run.size)
+        within = ok & (run.size <= run.pairs.k)
+        final_delta[run.rows[within]], final_size[run.rows[within]] = sol.delta[within], run.size[within]
+        if not searching_k:  # the minimal-k mode keeps only the smallest support's result
+            best.update(run.pairs.x + sol.delta, within, sol.norm, run.rows)
+        shrunk = torch.maximum((run.size.to(torch.float64) * run.ratio).round().long(), run.floor)
+        shrunk = torch.minimum(shrunk, torch.maximum(run.size - 1, run.floor))
+        backed_off = (run.size + run.next_size + 1) // 2
+        run.next_size = torch.where(ok, shrunk, backed_off)
+        stop = (ok & (run.size <= run.floor)) | (~ok & (backed_off >= run.size)) | (~ok & (stage == 0))
+        run.keep(~stop)
+    rows = (final_size > 0).nonzero().flatten()
+    if searching_k:
+        w = pairs.w2[rows].sqrt()
+        best.update(pairs.x[rows] + final_delta[rows], torch.ones_like(rows, dtype=torch.bool),
+                    (w * final_delta[rows]).flatten(1).norm(dim=1), rows)
+    if rows.numel() and sched.polish_steps:
+        sub = pairs.take(rows)
+        G = _support_of(objective, sub, final_delta[rows], final_size[rows], gshape)
+        sol = solve(sub, G, final_delta[rows], sched.polish_steps)
+        best.update(sub.x + sol.delta, sol.found, sol.norm, rows)
+    return final_size
+
+
+# ----------------------------------------------------------------------------------------------
 # Argument resolution
 # ----------------------------------------------------------------------------------------------
 
@@ -427,7 +555,16 @@ def _schedule(preset: str | SAPFSchedule, overrides: dict) -> SAPFSchedule:
     unknown = set(overrides) - set(SAPFSchedule.__dataclass_fields__)
     if unknown:
         raise ValidationTypeError(f"unexpected SAPF argument(s): {', '.join(sorted(unknown))}")
-    return replace(sched, **overrides) if overrides else sched
+    base, sched = sched, replace(sched, **overrides) if overrides else sched
+    # a field of the other way of choosing G may be passed only at the preset's value (as the
+    # registry's resolved parameters do); a different value would be silently unused
+    unused = sorted(f for f in set(overrides) - _FIELDS_OF[sched.support] - {"support"}
+                    if overrides[f] != getattr(base, f))
+    if unused:
+        raise ValidationError(f"{', '.join(unused)} only apply to support={_OTHER[sched.support]!r} schedules; "
+                              f"this one has support={sched.support!r} (choose a preset with "
+                              f"support={_OTHER[sched.support]!r}, or leave them out)")
+    return sched
 
 
 def _budget(k: int | float | Tensor, granularity: str, inputs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -493,13 +630,14 @@ def _segments(groups: str | Tensor | None, inputs: Tensor, n_segments: int, grid
 # ----------------------------------------------------------------------------------------------
 
 def _sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, k: int | float | Tensor,
-          granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
+          granularity: str = "element", preset: str | SAPFSchedule = DEFAULT_PRESET, lambda_init: float | None = None,
           loss: str = "cw", kappa: float = 0.0, linf_cap: float | Tensor | None = None,
           weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
-          n_segments: int = 350, grid_size: int | None = None,
-          **schedule_overrides) -> tuple[Tensor, Tensor | None]:
-    """The lambda_1 search (Sec. 4.1) around Algorithm 1, without the call checks and the finish:
-    (the float result, the l_inf cap per example or None)."""
+          n_segments: int = 350, grid_size: int | None = None, minimize_k: bool = False,
+          **schedule_overrides) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The lambda_1 search (Sec. 4.1) around Algorithm 1, or the continuation, without the call
+    checks and the finish: (the float result, the l_inf cap per example or None, and with
+    `minimize_k` (continuation only) the smallest k that succeeded per pair, -1 for none)."""
     check_granularity(granularity)
     sched = _schedule(preset, schedule_overrides)
     x = inputs.detach()
@@ -518,6 +656,15 @@ def _sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, k
     best = BestAdversarial(x)
     pairs = _Pairs.start(x=x, labels=labels, k=budget, w2=weight.pow(2), lo=lo, hi=hi, lam=search.const,
                          segments=segments)
+    if sched.support == "continuation":
+        if lambda_init is not None or loss != "cw":
+            raise ValidationError("lambda_init and loss apply to support='admm' schedules; the continuation "
+                                  "minimises the l2 norm under C&W's margin with no lambda_1")
+        floor = torch.ones_like(budget) if minimize_k else None
+        found = _continuation(objective, pairs, sched, gshape, best, floor=floor)
+        return best.adv, cap, (found if minimize_k else None)
+    if minimize_k:
+        raise ValidationError("minimize_k needs support='continuation'")
     delta, G = torch.zeros_like(x), torch.ones(x.shape[0], *gshape, device=x.device, dtype=x.dtype)
     for _ in range(sched.binary_search_steps):
         pairs.update(lam=search.const.clone())
@@ -525,12 +672,12 @@ def _sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool, k
             delta, G = torch.zeros_like(x), torch.ones(x.shape[0], *gshape, device=x.device, dtype=x.dtype)
         delta, G, success = _algorithm1(objective, pairs, delta, G, sched, best)
         search.update(success)
-    return best.adv, cap
+    return best.adv, cap, None
 
 
 @renamed(**_RENAMES)
 def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = False, k: int | float | Tensor,
-         granularity: str = "element", preset: str | SAPFSchedule = "fast", lambda_init: float | None = None,
+         granularity: str = "element", preset: str | SAPFSchedule = DEFAULT_PRESET, lambda_init: float | None = None,
          loss: str = "cw", kappa: float = 0.0, linf_cap: float | Tensor | None = None,
          weights: str | Tensor = "uniform", groups: str | Tensor | None = None, lambda2: float = 0.0,
          n_segments: int = 350, grid_size: int | None = None, quantize: bool = True,
@@ -627,7 +774,7 @@ def sapf(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = F
     - SAPF-VI's weights: see `imperceptibility_weights`.
     """
     check_attack_call(model, inputs, labels, quantize=quantize)
-    adv, cap = _sapf(model, inputs.detach(), labels, targeted=targeted, k=k, granularity=granularity,
+    adv, cap, _ = _sapf(model, inputs.detach(), labels, targeted=targeted, k=k, granularity=granularity,
                      preset=preset, lambda_init=lambda_init, loss=loss, kappa=kappa, linf_cap=linf_cap,
                      weights=weights, groups=groups, lambda2=lambda2, n_segments=n_segments, grid_size=grid_size,
                      **schedule_overrides)
@@ -743,8 +890,16 @@ def find_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
     check_attack_call(model, inputs, labels, quantize=quantize)
     x = inputs.detach()
     b = x.shape[0]
-    search = IntegerSearch(b, budget_count(k_max, granularity, x.shape), device=x.device)
     x_adv = succeeds(model, x, labels, targeted)
+    schedule_fields = {key: v for key, v in kwargs.items() if key in SAPFSchedule.__dataclass_fields__}
+    if _schedule(kwargs.get("preset", DEFAULT_PRESET), schedule_fields).support == "continuation":
+        adv, cap, k_found = _sapf(model, x, labels, targeted=targeted, k=k_max, granularity=granularity,
+                                  minimize_k=True, **kwargs)
+        out = finish(model, x, adv, labels, targeted=targeted, quantize=quantize, linf_cap=cap)
+        changed = (out != x).flatten(1).any(1)
+        k_found = torch.where(changed, k_found, torch.where(x_adv, 0, -1))
+        return MinimalBudget(out, k_found)
+    search = IntegerSearch(b, budget_count(k_max, granularity, x.shape), device=x.device)
     best = x.clone()
     float_ok = torch.zeros(b, dtype=torch.bool, device=x.device)
     while True:
@@ -752,7 +907,7 @@ def find_min_k(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bo
         if rows.numel() == 0:
             break
         kw = {key: _rows_of(v, rows, b, _PER_EXAMPLE_DIMS.get(key, ())) for key, v in kwargs.items()}
-        adv, cap = _sapf(model, x[rows], labels[rows], targeted=targeted, k=k_try, granularity=granularity, **kw)
+        adv, cap, _ = _sapf(model, x[rows], labels[rows], targeted=targeted, k=k_try, granularity=granularity, **kw)
         cand, ok, f_ok = finish_candidate(model, x[rows], adv, labels[rows], targeted=targeted, quantize=quantize,
                                           inputs_adversarial=x_adv[rows], linf_cap=cap)
         float_ok[rows] |= f_ok
