@@ -52,8 +52,7 @@ SETTINGS = {
                "sapf-vi": {"k": 80}, "ifgsm": {"eps": 0.2}, "ifgm-l2": {"eps": 2.0}, "fgsm": {"eps": 0.2},
                "fgm": {"eps": 3.0}, "corner-search": {"steps": 100, "eval_batch": 128},
                "one-pixel": {"popsize": 100, "steps": 30}},
-    # SAPF on ImageNet with the CPU schedule of benchmarks/sapf.py (IMAGENET_SCHEDULE)
-    "imagenet": {"sapf": {"k": 2000, "delta_steps": 50, "refine_steps": 150, "step_size": 0.05},
+    "imagenet": {"sapf": {"k": 2000},
                  "sapf-gs": {"k": 2000}, "sapf-vi": {"k": 2000}, "ifgsm": {"eps": 0.03},
                  "ifgm-l2": {"eps": 3.0}, "fgsm": {"eps": 0.03}, "fgm": {"eps": 5.0},
                  "corner-search": {"steps": 200}, "one-pixel": {"popsize": 100, "steps": 30}},

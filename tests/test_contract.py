@@ -24,7 +24,7 @@ FAST = {
     "sapf": dict(k=60, stages=3, stage_steps=15, max_stages=6, polish_steps=20),
     "sapf-gs": dict(k=60, preset="fast", steps=1, delta_steps=15, g_steps=20, refine_steps=30,
                     binary_search_steps=2, groups="grid", lambda2=1.0),
-    "sapf-vi": dict(k=60, stages=3, stage_steps=15, max_stages=6, polish_steps=20),
+    "sapf-vi": dict(k=60, steps=1, delta_steps=15, g_steps=20, refine_steps=30, binary_search_steps=2),
     "strattack": dict(binary_search_steps=2, steps=20),
     "strattack-overlap": dict(binary_search_steps=2, steps=20),
     "strattack-refined": dict(binary_search_steps=2, steps=20, refine_binary_search_steps=1, refine_steps=20),

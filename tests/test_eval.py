@@ -244,7 +244,9 @@ def test_registry_resolves_forwarded_parameters():
     assert get("sapf").resolve({"k": 5, "preset": "paper"})["delta_steps"] == 2000
     assert get("sapf").resolve({"k": 5, "preset": "fast", "delta_steps": 7})["delta_steps"] == 7
     with pytest.raises(ValueError, match="must be int"):
-        get("sapf-vi").resolve({"k": 5, "stage_steps": 2.5})
+        get("sapf-vi").resolve({"k": 5, "delta_steps": 2.5})
+    with pytest.raises(ValueError, match="must be int"):
+        get("sapf").resolve({"k": 5, "stage_steps": 2.5})
     # a field of the ADMM schedule under the (default) continuation preset is refused up front
     with pytest.raises(ValueError, match="delta_steps only apply to support='admm'"):
         get("sapf").resolve({"k": 5, "delta_steps": 7})

@@ -251,7 +251,7 @@ from .pgd_l0 import pgd_l0_linf  # noqa: E402
 from .sparsefool import sparsefool  # noqa: E402
 
 register("cw-l0", cw_l0, "C&W-l0: C&W-l2 on a shrinking allowed set of pixels (Carlini & Wagner 2017)",
-         defaults={"steps": 1000, "initial_const": 1.0, "largest_const": 20.0}, sparse=True)
+         defaults={"steps": 1000, "initial_const": 1.0, "largest_const": 2e6}, sparse=True)
 register("one-pixel", one_pixel, "One-Pixel: differential evolution over (row, col, value) (Su et al. 2019)",
          defaults={"k": 1, "popsize": 400, "steps": 100}, sparse=True)
 register("sparsefool", sparsefool, "SparseFool: DeepFool-linearised l1 steps in the box (Modas et al. 2019)",

@@ -1,0 +1,170 @@
+"""SAPF on its own metric (issue 12): l2 at matched l0 against StrAttack and C&W-l0, the minimal k
+against the l0 minimizers, and the cost of the default preset against the paper's.
+
+Pairs: the first `--images` correctly classified Fashion-MNIST test images x their 9 targets with
+the shipped net (the pairs of benchmarks/strattack.py, sparse_baselines.py and sapf.py).
+
+References, on the same pairs and model, each at its defaults: adv-lib's StrAttack (c = 0.5,
+Appendix F's for MNIST) and ours (`strattack`, refined) from benchmarks/strattack.py; our C&W-l0 (always
+run here: its default largest_const changed after sparse_baselines.py's run); adv-lib's FMN-l0 (targeted) and sigma-zero (untargeted, the first
+`--images` images) from sparse_baselines.py's peer runs; SAPF's paper preset at k = 80 on the first
+10 images from sapf.py. By default their records are read from those benchmarks' committed JSONL
+files (`REFERENCES`; each table says which file a row comes from, and a reference with a pair
+missing is an error); `--rerun-references` runs them here instead (adv-lib from the `bench` extra;
+the paper preset costs ~2 minutes per pair on one core).
+
+SAPF rows, run here with the default preset (records in sapf_metric.jsonl, resumed by
+configuration): at k = each reference's mean l0 (rounded), at k = 80 against the paper preset, and
+`find_min_k` (one shrinking run per pair) targeted against FMN-l0 and untargeted against sigma-zero.
+
+    OMP_NUM_THREADS=1 python benchmarks/sapf_metric.py            # writes sapf_metric.md
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from harness import (RESULTS, Subset, add_device, adv_lib_attack, argument_parser, fashion_mnist, first_correct,
+                     format_value, run_protocol, table1, untargeted, write_text)
+from sparseattack import models
+from sparseattack.attacks.sapf import DEFAULT_PRESET, find_min_k
+
+# label -> (committed JSONL, method name in it, how to rerun it here: (method, parameters))
+REFERENCES = {
+    "StrAttack (adv-lib)": ("strattack.jsonl", "adv-lib str_attack",
+                            (lambda: adv_lib_attack("structured_adversarial_attack", "str_attack"),
+                             {"initial_const": 0.5})),
+    "StrAttack (ours)": ("strattack.jsonl", "StrAttack", ("strattack", {"refine": True})),
+    # its default largest_const changed (20 -> C&W's 2e6) after sparse_baselines.py's run: always run here
+    "C&W-l0": (None, None, ("cw-l0", {})),
+    "FMN-l0 (adv-lib)": ("sparse_baselines_peers.jsonl", "adv-lib FMN-ℓ0",
+                         (lambda: adv_lib_attack("fast_minimum_norm", "fmn"), {"norm": 0, "steps": 300})),
+    "sigma-zero (adv-lib, untargeted)": ("sparse_baselines_fmnist_sigma-zero-untargeted--adv-lib.jsonl", None,
+                                         (lambda: adv_lib_attack("sigma_zero", "sigma_zero"), {"num_steps": 300})),
+    "SAPF paper preset, k = 80": ("sapf_fmnist.jsonl", "sapf-paper", ("sapf", {"k": 80, "preset": "paper"})),
+}
+
+
+def _read(path: Path, method: str | None) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if method is None or r["method"] == method]
+
+
+def reference(label: str, args, model, data: Subset, pairs_of: set) -> list[dict]:
+    """The reference's records on these pairs (committed, or rerun with --rerun-references)."""
+    file, method, (how, params) = REFERENCES[label]
+    untargeted_run = "untargeted" in label
+    if args.rerun_references or file is None:
+        fn = how() if callable(how) else how
+        out = args.out / "sapf_metric_references.jsonl"
+        if untargeted_run:
+            recs = untargeted(model, fn, data, out, label, **params)
+        else:
+            recs = run_protocol(model, fn, data, out, label, targets="all", batch_size=args.batch_size, **params)
+        source = "run here"
+    else:
+        recs = [r for r in _read(RESULTS / file, method)
+                if (r["image"], r.get("target")) in pairs_of or (untargeted_run and r["image"] in data.ids)]
+        source = f"records of benchmarks/results/{file}"
+        if not untargeted_run and label != "SAPF paper preset, k = 80" and len(recs) != len(pairs_of):
+            raise SystemExit(f"{label}: {file} has {len(recs)} of the {len(pairs_of)} pairs; use --rerun-references")
+    for r in recs:
+        r["method"] = label
+    print(f"  {label}: {len(recs)} records ({source})", flush=True)
+    return recs, source
+
+
+def mean(records: list[dict], key: str) -> float:
+    ok = [r[key] for r in records if r["success"]]
+    return sum(ok) / len(ok) if ok else float("nan")
+
+
+def asr(records: list[dict]) -> float:
+    return sum(r["success"] for r in records) / len(records)
+
+
+def ratio_line(name: str, sapf: list[dict], ref: list[dict], ref_name: str) -> str:
+    key = lambda r: (r["image"], r.get("target"))  # noqa: E731
+    theirs = {key(r): r for r in ref}
+    both = [(r, theirs[key(r)]) for r in sapf if key(r) in theirs and r["success"] and theirs[key(r)]["success"]]
+    l2 = sum(a["l2"] for a, _ in both) / len(both) / (sum(b["l2"] for _, b in both) / len(both)) if both else float("nan")
+    grads = mean(sapf, "gradients") / mean(ref, "gradients") if mean(ref, "gradients") else float("nan")
+    return (f"- {name} vs {ref_name}: ASR {format_value('asr', asr(sapf))} vs {format_value('asr', asr(ref))}; "
+            f"mean l2 over the {len(both)} pairs both fool: ratio {format_value('ratio', l2)}; mean l0 "
+            f"{format_value('l0', mean(sapf, 'l0'))} vs {format_value('l0', mean(ref, 'l0'))}; gradient "
+            f"evaluations per pair {format_value('gradients', mean(sapf, 'gradients'))} vs "
+            f"{format_value('gradients', mean(ref, 'gradients'))} (ratio {format_value('ratio', grads)})")
+
+
+def min_k_line(name: str, recs: list[dict]) -> str:
+    ok = [r for r in recs if r["success"]]
+    med = statistics.median(r["l0"] for r in ok) if ok else float("nan")
+    return (f"| {name} | {len(recs)} | {format_value('asr', asr(recs))} | {format_value('l0', med)} | "
+            f"{format_value('l0', mean(recs, 'l0'))} | {format_value('l2', mean(recs, 'l2'))} | "
+            f"{format_value('gradients', sum(r['gradients'] for r in recs) / len(recs))} |")
+
+
+def min_k_attack(model, inputs, labels, targeted=False, **kw):
+    """`find_min_k` as an attack (its tensor output), for the protocol's records."""
+    return find_min_k(model, inputs, labels, targeted=targeted, **kw).adv
+
+
+def main() -> None:
+    ap = argument_parser(__doc__)
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=90)
+    ap.add_argument("--rerun-references", action="store_true",
+                    help="run the references here instead of reading their committed records")
+    add_device(ap)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
+    args = ap.parse_args()
+    start = time.time()
+    model = models.load("fmnist-cw", args.device)
+    data = first_correct(model, *fashion_mnist(), args.images)
+    pairs_of = {(i, t) for i, y in zip(data.ids, data.labels.tolist()) for t in range(10) if t != y}
+    jsonl = args.out / "sapf_metric.jsonl"
+    refs = {label: reference(label, args, model, data, pairs_of) for label in REFERENCES}
+    common = dict(targets="all", batch_size=args.batch_size, progress=True)
+    name = f"SAPF ({DEFAULT_PRESET})"
+    report = [f"# SAPF on its own metric ({time.strftime('%Y-%m-%d')}, device {args.device}, "
+              f"{torch.get_num_threads()} threads)\n",
+              f"`python benchmarks/sapf_metric.py` (see its docstring). Fashion-MNIST, shipped net, "
+              f"{len(data.ids)} images x 9 targets = {len(pairs_of)} pairs. SAPF: preset "
+              f"{DEFAULT_PRESET!r} (the default). References:\n"]
+    report += [f"- {label}: {source}" for label, (_, source) in refs.items()] + [""]
+
+    for label in ("StrAttack (adv-lib)", "StrAttack (ours)", "C&W-l0"):
+        ref = refs[label][0]
+        k = round(mean(ref, "l0"))
+        recs = run_protocol(model, "sapf", data, jsonl, f"{name}, k = {k}", k=k, **common)
+        report += [f"## Equal l0: k = {k}, the mean l0 of {label}\n", table1(ref + recs), "",
+                   ratio_line(f"{name}, k = {k}", recs, ref, label), ""]
+
+    paper = refs["SAPF paper preset, k = 80"][0]
+    fast = run_protocol(model, "sapf", data, jsonl, f"{name}, k = 80", k=80, **common)
+    paper_ids = {r["image"] for r in paper}
+    same = [r for r in fast if r["image"] in paper_ids]
+    report += ["## Cost: the default preset against the paper preset, k = 80\n", table1(same + paper), "",
+               ratio_line(f"{name}, k = 80", same, paper, "the paper preset") + " (on the paper run's pairs)", ""]
+
+    targeted = run_protocol(model, min_k_attack, data, jsonl, f"{name}, minimal k", **common)
+    untarget = untargeted(model, min_k_attack, data, jsonl.with_name("sapf_metric_untargeted.jsonl"),
+                          f"{name}, minimal k, untargeted")
+    report += ["## Minimal k (per pair) against the l0 minimizers\n",
+               "| method | pairs | ASR | median l0 | mean l0 | mean l2 | grads/pair |", "|---|---|---|---|---|---|---|",
+               min_k_line(f"{name}, find_min_k (targeted)", targeted),
+               min_k_line("FMN-l0 (adv-lib, targeted)", refs["FMN-l0 (adv-lib)"][0]),
+               min_k_line(f"{name}, find_min_k (untargeted)", untarget),
+               min_k_line("sigma-zero (adv-lib, untargeted)", refs["sigma-zero (adv-lib, untargeted)"][0]), "",
+               f"Total time of this run: {time.time() - start:.0f} s.", ""]
+    text = "\n".join(report)
+    write_text(args.out / "sapf_metric.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
