@@ -18,6 +18,14 @@ configuration): at k = each reference's mean l0 (rounded), at k = 80 against the
 `find_min_k` (one shrinking run per pair) targeted against FMN-l0 and untargeted against sigma-zero.
 
     OMP_NUM_THREADS=1 python benchmarks/sapf_metric.py            # writes sapf_metric.md
+
+With --imagenet (a GPU job: adv-lib's StrAttack costs about 25 minutes per pair on one CPU core):
+the equal-l0 comparison on EfficientNet-Lite0, the first `--imagenet-images` correctly classified
+sample images x 2 seeded targets, both StrAttacks run here at Appendix F's ImageNet setting
+(c = 2.5, 13 x 13 groups, stride 13; ours picks that group size itself at ImageNet size), then
+SAPF at k = each one's mean l0 (records: sapf_metric_imagenet.jsonl, tables:
+sapf_metric_imagenet.md). `--imagenet-steps N` caps every attack's iterations at N, for a
+plumbing check only (its tables say so).
 """
 from __future__ import annotations
 
@@ -28,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from harness import (RESULTS, Subset, add_device, adv_lib_attack, argument_parser, fashion_mnist, first_correct,
-                     format_value, run_protocol, table1, untargeted, write_text)
+from harness import (IMAGENET_SAMPLE, RESULTS, Subset, add_device, adv_lib_attack, argument_parser, fashion_mnist,
+                     first_correct, format_value, imagenet_sample, run_protocol, table1, untargeted, write_text)
 from sparseattack import models
 from sparseattack.attacks.sapf import DEFAULT_PRESET, find_min_k
 
@@ -113,15 +121,58 @@ def min_k_attack(model, inputs, labels, targeted=False, **kw):
     return find_min_k(model, inputs, labels, targeted=targeted, **kw).adv
 
 
+def imagenet_part(args) -> list[str]:
+    """Equal l0 on EfficientNet-Lite0 against adv-lib's and our StrAttack (see the module docstring)."""
+    net = models.load("efficientnet-lite0", args.device)
+    data = first_correct(net, *imagenet_sample(args.imagenet_data), args.imagenet_images)
+    out = args.out / "sapf_metric_imagenet.jsonl"
+    common = dict(targets=2, seed=0, batch_size=args.imagenet_batch_size, progress=True)
+    cap = args.imagenet_steps
+    short = {} if cap is None else {"max_iterations": cap, "binary_search_steps": 1, "retrain": False}
+    ours_short = {} if cap is None else {"steps": cap, "binary_search_steps": 1, "refine_steps": cap,
+                                         "refine_binary_search_steps": 1}
+    sapf_short = {} if cap is None else {"stages": 2, "stage_steps": cap, "max_stages": 3, "polish_steps": cap}
+    refs = {"StrAttack (adv-lib)": run_protocol(net, adv_lib_attack("structured_adversarial_attack", "str_attack"),
+                                                data, out, "StrAttack (adv-lib)", initial_const=2.5, group_size=13,
+                                                stride=13, **short, **common),
+            "StrAttack (ours)": run_protocol(net, "strattack", data, out, "StrAttack (ours)", refine=True,
+                                             **ours_short, **common)}
+    name = f"SAPF ({DEFAULT_PRESET})"
+    report = [f"# SAPF at StrAttack's l0 on ImageNet ({time.strftime('%Y-%m-%d')}, device {args.device})\n",
+              f"EfficientNet-Lite0, {len(data.ids)} sample images x 2 seeded targets."
+              + ("" if cap is None else f" PLUMBING CHECK ONLY: every attack capped at {cap} iterations.") + "\n"]
+    for label, ref in refs.items():
+        if not any(r["success"] for r in ref):
+            report += [f"## {label}: no success, so no l0 to match\n", table1(ref), ""]
+            continue
+        k = round(mean(ref, "l0"))
+        recs = run_protocol(net, "sapf", data, out, f"{name}, k = {k}", k=k, **sapf_short, **common)
+        report += [f"## Equal l0: k = {k}, the mean l0 of {label}\n", table1(ref + recs), "",
+                   ratio_line(f"{name}, k = {k}", recs, ref, label), ""]
+    return report
+
+
 def main() -> None:
     ap = argument_parser(__doc__)
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=90)
     ap.add_argument("--rerun-references", action="store_true",
                     help="run the references here instead of reading their committed records")
+    ap.add_argument("--imagenet", action="store_true", help="also run the ImageNet part (a GPU job)")
+    ap.add_argument("--imagenet-only", action="store_true", help="only the ImageNet part")
+    ap.add_argument("--imagenet-images", type=int, default=5)
+    ap.add_argument("--imagenet-batch-size", type=int, default=10)
+    ap.add_argument("--imagenet-steps", type=int, default=None, help="cap every attack's iterations (plumbing check)")
+    ap.add_argument("--imagenet-data", type=Path, default=IMAGENET_SAMPLE, help="default: %(default)s")
     add_device(ap)
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
     args = ap.parse_args()
+    if args.imagenet or args.imagenet_only:
+        text = "\n".join(imagenet_part(args))
+        write_text(args.out / "sapf_metric_imagenet.md", text)
+        print(text)
+        if args.imagenet_only:
+            return
     start = time.time()
     model = models.load("fmnist-cw", args.device)
     data = first_correct(model, *fashion_mnist(), args.images)
