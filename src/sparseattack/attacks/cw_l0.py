@@ -131,7 +131,7 @@ def cw_l0(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
         The first trade-off constant c (the registry's `cw-l0` starts at 1.0).
     largest_const : float, default 2e6
         A pair gives up when a solve fails at this c (C&W's l0 code: LARGEST_CONST = 2e6; with 20,
-        0.2's default, 2 of the 180 benchmark pairs failed, and both succeed with 2e6).
+        the earlier default, 2 of the 180 benchmark pairs failed, and both succeed with 2e6).
     const_factor : float, default 2.0
         c is multiplied by this after a failed solve.
     kappa : float, default 0.01

@@ -14,8 +14,8 @@ Step length alpha and gamma decay along a cosine. Two changes to that scheme, bo
 Fashion-MNIST (benchmarks/SAPF_TUNING.md):
 
 - the step only uses gradient components that can move (an entry at 0 cannot decrease, one at 1
-  cannot increase); on images with a saturated background, about half the normalised step was
-  otherwise lost to the box;
+  cannot increase), so that on images with a saturated background the normalised step is not
+  spent on entries the box holds still (k = 39 on 54 tuning pairs: 74% -> 89% ASR);
 - the linear estimate of the boundary is enlarged by (1 + gamma), since the margin is not linear
   and an estimate that is always a little short keeps the iterate just outside the target region.
 """
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import is_adversarial, logit_margin
-from .tensors import as_column
+from .tensors import as_column, l2_normalize, project_l2_ball
 
 __all__ = ["MinimalL2", "minimal_l2_on_support"]
 
@@ -121,7 +121,6 @@ def minimal_l2_on_support(model: nn.Module, x: Tensor, labels: Tensor, *, target
                                  torch.where(reached, radius * (1 + g_), boundary))
             radius = torch.where(adversarial, torch.minimum(radius, best.norm), radius)
             reached |= adversarial
-            u = w * d - as_column(a * scale / step_norm, x) * step_dir
-            shrink = (radius / u.flatten(1).norm(dim=1).clamp_min(_TINY)).clamp(max=1.0)
-            delta = torch.maximum(torch.minimum(u * as_column(shrink, x) / w * support, hi), lo)
+            u = project_l2_ball(w * d - as_column(a * scale, x) * l2_normalize(step_dir), as_column(radius, x))
+            delta = torch.maximum(torch.minimum(u / w * support, hi), lo)
     return best
