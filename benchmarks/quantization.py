@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from harness import (IMAGENET_SAMPLE, RESULTS, add_device, append_jsonl, argument_parser, fashion_mnist,
+from harness import (FMNIST_MODEL, IMAGENET_SAMPLE, RESULTS, add_device, append_jsonl, argument_parser, fashion_mnist,
                      first_correct, format_value, imagenet_sample, markdown_table, pair_tensors, read_jsonl,
                      write_text)
 from sparseattack import models
@@ -192,7 +192,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     parts = []  # (part, model, (images, labels), images to use, targets, batch size)
     if not args.skip_fmnist:
-        parts.append(("fmnist", "fmnist-cw", fashion_mnist(args.fmnist_root), args.fmnist_images, "all",
+        parts.append(("fmnist", FMNIST_MODEL, fashion_mnist(args.fmnist_root), args.fmnist_images, "all",
                       args.batch_size))
     if not args.skip_imagenet:
         parts.append(("imagenet", "efficientnet-lite0", imagenet_sample(args.imagenet_data), args.imagenet_images,

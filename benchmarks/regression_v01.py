@@ -21,7 +21,7 @@ import json
 import sys
 import time
 
-from harness import (RESULTS, add_threads, argument_parser, fashion_mnist, first_correct, format_value,
+from harness import (FMNIST_MODEL, RESULTS, add_threads, argument_parser, fashion_mnist, first_correct, format_value,
                      markdown_table, read_jsonl, set_threads)
 
 from sparseattack import models
@@ -65,7 +65,7 @@ def main() -> None:
     add_threads(ap)
     args = ap.parse_args()
     set_threads(args.threads)
-    model = models.load("fmnist-cw")
+    model = models.load(FMNIST_MODEL)
     data = first_correct(model, *fashion_mnist(), args.images)
     table = []
     for row in args.rows.split(","):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from harness import (IMAGENET_SAMPLE, RESULTS, add_device, argument_parser, fashion_mnist, first_correct,
+from harness import (FMNIST_MODEL, IMAGENET_SAMPLE, RESULTS, add_device, argument_parser, fashion_mnist, first_correct,
                      format_value, imagenet_sample, run_protocol, table1, write_text)
 from sparseattack import models
 
@@ -62,7 +62,7 @@ def ratio_lines(fast: list[dict], paper: list[dict]) -> list[str]:
 
 
 def fashion_mnist_part(args, out: Path) -> list[str]:
-    model = models.load("fmnist-cw", args.device)
+    model = models.load(FMNIST_MODEL, args.device)
     data = first_correct(model, *fashion_mnist(), args.images)
     jsonl = out / "sapf_fmnist.jsonl"
     common = dict(k=args.k, targets="all", batch_size=args.batch_size, progress=True)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from harness import (IMAGENET_SAMPLE, RESULTS, Subset, add_device, adv_lib_attack, argument_parser, fashion_mnist,
+from harness import (FMNIST_MODEL, IMAGENET_SAMPLE, RESULTS, Subset, add_device, adv_lib_attack, argument_parser, fashion_mnist,
                      first_correct, format_value, imagenet_sample, run_protocol, table1, untargeted, write_text)
 from sparseattack import models
 from sparseattack.attacks.sapf import DEFAULT_PRESET, find_min_k
@@ -174,7 +174,7 @@ def main() -> None:
         if args.imagenet_only:
             return
     start = time.time()
-    model = models.load("fmnist-cw", args.device)
+    model = models.load(FMNIST_MODEL, args.device)
     data = first_correct(model, *fashion_mnist(), args.images)
     pairs_of = {(i, t) for i, y in zip(data.ids, data.labels.tolist()) for t in range(10) if t != y}
     jsonl = args.out / "sapf_metric.jsonl"

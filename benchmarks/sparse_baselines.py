@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness import (HEADERS, RESULTS, IMAGENET_SAMPLE, Subset, adv_lib_attack, add_threads, argument_parser,
+from harness import (FMNIST_MODEL, HEADERS, RESULTS, IMAGENET_SAMPLE, Subset, adv_lib_attack, add_threads, argument_parser,
                      fashion_mnist, first_correct, foolbox_attack, format_value, imagenet_sample, markdown_table,
                      peer_version, run_protocol, set_threads, slug, table1, torchattacks_attack, untargeted,
                      write_text)
@@ -70,7 +70,7 @@ class Baselines:
 
     def fashion_mnist(self) -> str:
         args, q = self.args, self.quick
-        model = models.load("fmnist-cw")
+        model = models.load(FMNIST_MODEL)
         data = first_correct(model, *fashion_mnist(), args.images)
         recs: list[dict] = []
         budgets: dict[str, str] = {}

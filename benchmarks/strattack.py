@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from harness import (RESULTS, adv_lib_attack, add_device, add_threads, argument_parser, fashion_mnist,
+from harness import (FMNIST_MODEL, RESULTS, adv_lib_attack, add_device, add_threads, argument_parser, fashion_mnist,
                      first_correct, peer_version, run_protocol, set_threads, table1, table1_csv, write_text)
 from sparseattack import models
 from sparseattack.attacks.strattack import group_index
@@ -64,11 +64,11 @@ def main() -> None:
     args = p.parse_args()
     threads = set_threads(args.threads)
 
-    model = models.load("fmnist-cw", args.device)
+    model = models.load(FMNIST_MODEL, args.device)
     data = first_correct(model, *fashion_mnist(), args.images)
     windows = group_index(28, 28, device=args.device)  # 2x2, stride 2
     notes = [f"Fashion-MNIST test images {data.ids[0]}..{data.ids[-1]} (first {len(data.ids)} correctly classified "
-             f"by fmnist-cw, model_sha256 {model_fingerprint(model)}) x 9 targets; {args.batch_size} pairs per "
+             f"by {FMNIST_MODEL}, model_sha256 {model_fingerprint(model)}) x 9 targets; {args.batch_size} pairs per "
              f"batch; device {args.device}, {threads} torch thread(s), torch {torch.__version__}."]
     records = []
     for label in args.methods:
@@ -86,7 +86,7 @@ def main() -> None:
 
     order = [m for m in args.methods if any(r["method"] == m for r in records)]
     text = "\n\n".join([
-        "## StrAttack Table 1 layout (Fashion-MNIST, fmnist-cw)",
+        f"## StrAttack Table 1 layout (Fashion-MNIST, {FMNIST_MODEL})",
         table1(records, order, norms=NORMS, average=AVERAGE),
         "\"groups\": nonzero 2×2 groups (of 196), average case; grads/pair and s/pair over all pairs.",
         "## All rows",

@@ -1,4 +1,4 @@
-"""Command-line interface: `sparseattack {demo,attack,eval,train,models,attacks}`."""
+"""Command-line interface: `sparseattack {demo,attack,eval,reproduce,train,models,attacks}`."""
 from __future__ import annotations
 
 import argparse
@@ -305,8 +305,11 @@ def cmd_eval(args) -> int:
         raise ValidationError(f"eval needs labelled images; {dataset} has none (a dataset or a folder with labels.csv)")
     x, y = x.to(args.device), y.to(args.device)
     quantize = not args.float
+    ks = _sweep_ks(args.sweep_k, methods, per_method)
+    runs = [(m, None) for m in methods] if not ks else [(m, k) for m in methods for k in ks]
     configs = [run_config(model, m, targets=args.targets, seed=args.seed, quantize=quantize, model_name=info.name,
-                          dataset=dataset, **per_method[m]) for m in methods]
+                          dataset=dataset, **_with_k(per_method[m], k), **({"name": f"{m} k={k}"} if k else {}))
+               for m, k in runs]
     out = check_output_path(args.out) if args.out else _default_eval_out(info.name, configs)
     existing = read_records(out)
     if existing:
@@ -319,23 +322,37 @@ def cmd_eval(args) -> int:
     if not correct:
         raise ValidationError(f"the model misclassifies every image of {dataset} [{args.slice}]: nothing to attack")
     one = correct[0]
-    t1 = (y[one:one + 1] + 1) % info.num_classes
-    for m in methods:
-        probe(m, model, x[one:one + 1], y[one:one + 1], targets=t1, quantize=quantize, **per_method[m])
+    t1 = None if args.targets == "untargeted" else (y[one:one + 1] + 1) % info.num_classes
+    for m, k in runs:
+        probe(m, model, x[one:one + 1], y[one:one + 1], targets=t1, quantize=quantize, **_with_k(per_method[m], k))
     skipped = [i for j, i in enumerate(idx) if j not in set(correct)]
     print(f"{len(correct)} of {len(idx)} images are classified correctly and attacked"
           + (f"; skipped as misclassified (the protocol): {skipped}" if skipped else ""))
     records = []
-    for m in methods:
+    for m, k in runs:
         records += evaluate(model, m, x, y, targets=args.targets, seed=args.seed, batch_size=args.batch_size,
                             out=out, image_ids=idx, quantize=quantize, model_name=info.name, dataset=dataset,
-                            **per_method[m])
+                            save_adversarial=args.save_adversarial, **_with_k(per_method[m], k),
+                            **({"name": f"{m} k={k}"} if k else {}))
     rows = summarize(records, criterion=args.criterion)
     table = to_markdown(rows)
+    if ks:
+        from .eval import sweep_rows
+        from .eval.tables import format_value, markdown_table
+
+        sweep = sweep_rows(records)
+        table += "\n\nSparsity sweep (average case; norms over successful pairs):\n\n" + markdown_table(
+            ["method", "k", "ASR", "l0", "l1", "l2", "linf", "pairs"],
+            ([r["method"], r["k"], format_value("asr", r["asr"]), *(format_value(key, r[key])
+              for key in ("l0", "l1", "l2", "linf")), r["pairs"]] for r in sweep))
+        if args.sweep_figure:
+            from .figures import sweep_figure
+
+            print(f"sweep figure: {sweep_figure(sweep, args.sweep_figure)}")
     out.with_suffix(".md").write_text(table + "\n")
     out.with_suffix(".csv").write_text(to_csv(rows))
     print(table)
-    for m in methods:
+    for m in dict.fromkeys(r["method"] for r in records):
         recs = [r for r in records if r["method"] == m]
         floats = sum(r["float_success"] for r in recs)
         wins = sum(r["success"] for r in recs)
@@ -355,8 +372,18 @@ def cmd_train(args) -> int:
     out = args.out or "fmnist_cw.pt"
     if Path(out).is_dir():
         raise ValidationError(f"--out {out} is a directory; give a file path such as {Path(out) / 'fmnist_cw.pt'}")
-    _, acc = train.train_fmnist(args.epochs, seed=args.seed, out=out)
+    fields = {key: getattr(args, key) for key in ("architecture", "schedule", "lr", "adv_eps", "adv_steps",
+                                                 "temperature", "train_images") if getattr(args, key) is not None}
+    _, acc = train.train_fmnist(args.epochs, seed=args.seed, recipe=args.recipe, out=out, **fields)
     print(f"Fashion-MNIST test accuracy: {100 * acc:.2f}%  (weights saved to {out})")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    path = reproduce(args.suite, args.budget, args.out, device=args.device, imagenet_data=args.imagenet_data)
+    print(f"\nREPRODUCTION.md: {path}  (tables: {path.parent}/SUITE/tables, figures: {path.parent}/SUITE/figures)")
     return 0
 
 
@@ -400,8 +427,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _sweep_ks(text: str | None, methods: list[str], per_method: dict) -> list[int]:
+    """--sweep-k 'K1,K2,...' checked: positive integers, every method takes k and none sets it."""
+    if not text:
+        return []
+    from .attacks import get
+
+    try:
+        ks = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValidationError(f"--sweep-k takes comma-separated integers, got {text!r}") from None
+    if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+        raise ValidationError(f"--sweep-k needs distinct budgets k >= 1, got {text!r}")
+    for m in methods:
+        if not get(m).accepts("k"):
+            raise ValidationError(f"--sweep-k: method {m!r} has no sparsity budget k")
+        if "k" in per_method[m]:
+            raise ValidationError(f"--sweep-k sets k; do not also pass k for {m!r} with --param")
+    return ks
+
+
+def _with_k(params: dict, k: int | None) -> dict:
+    return params if k is None else {**params, "k": k}
+
+
 def _targets(text: str) -> str | int:
-    return "all" if text == "all" else _positive_int(text)
+    return text if text in ("all", "untargeted") else _positive_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,19 +501,41 @@ def build_parser() -> argparse.ArgumentParser:
         model, ("--methods", "ifgsm", "comma-separated attack names"),
         ("--dataset", None, "default: the model's own (fashion-mnist for fmnist-cw)"),
         ("--slice", "0:20", "images START:STOP of the dataset"),
-        ("--targets", "all", "'all' other classes or a number of seeded random targets", {"type": _targets}),
+        ("--targets", "all", "'all' other classes, a number of seeded random targets, or 'untargeted'",
+         {"type": _targets}),
         ("--seed", 0, "seed of the random targets", {"type": int}),
         ("--batch-size", 64, "pairs attacked together", {"type": _positive_int}),
         ("--criterion", "l2", "norm that ranks targets for best/worst case"),
         ("--out", None, "results JSONL (default: outputs/eval/MODEL-HASH.jsonl, HASH over the configuration)"),
         ("--fresh", False, "if --out holds records of another configuration, move it aside and start anew",
-         {"action": "store_true"})])
-    command("train", cmd_train, "train a small net (fmnist: the C&W MNIST net on Fashion-MNIST)", [
+         {"action": "store_true"}),
+        ("--sweep-k", None, "sparsity sweep (SAPF Fig. 4): run every method at each budget K1,K2,... "
+         "(methods named 'METHOD k=K')"),
+        ("--sweep-figure", None, "with --sweep-k: write the l1/l2/linf-against-k figure to this PNG"),
+        ("--save-adversarial", None, "directory for every pair's output (8-bit PNG IMAGE-TARGET.png)")])
+    command("train", cmd_train, "train a small net on Fashion-MNIST by a recipe (models/train.py)", [
         ("dataset", _POSITIONAL, "what to train", {"choices": ["fmnist"]}),
-        ("--epochs", 6, "training epochs (at least 1)", {"type": _positive_int}),
+        ("--recipe", "standard", "standard, pgd (adversarial training) or distill (defensive distillation)",
+         {"choices": ["standard", "pgd", "distill"]}),
+        ("--epochs", 12, "training epochs (at least 1)", {"type": _positive_int}),
         ("--seed", 0, "seed of the initialization and data order", {"type": int}),
+        ("--architecture", None, "cw-mnist (default) or cw-mnist-wide (the CIFAR widths)"),
+        ("--schedule", None, "learning-rate schedule: cosine (default) or step"),
+        ("--lr", None, "Adam learning rate (default 1e-3)", {"type": float}),
+        ("--adv-eps", None, "pgd: linf radius (default 0.1)", {"type": float}),
+        ("--adv-steps", None, "pgd: PGD steps per batch (default 5)", {"type": int}),
+        ("--temperature", None, "distill: the temperature T (default 100)", {"type": float}),
+        ("--train-images", None, "train on the first N images only", {"type": int}),
         ("--threads", 0, "torch threads (0: torch's default)", {"type": int}),
         ("--out", None, "weights file (default: fmnist_cw.pt)")], parents=(device,))
+    from .reproduce import IMAGENET_SAMPLE
+    command("reproduce", cmd_reproduce, "every table, figure and analysis of both papers, and REPRODUCTION.md "
+            "(resumable)", [
+                ("--suite", "all", "fmnist, imagenet or all", {"choices": ["fmnist", "imagenet", "all"]}),
+                ("--budget", "quick", "quick (small slices, ~30 min on 2 CPU cores), full (the papers' protocol) "
+                 "or tiny (plumbing check)", {"choices": ["tiny", "quick", "full"]}),
+                ("--out", "outputs/reproduce", "output directory (rerun with the same one to resume)"),
+                ("--imagenet-data", str(IMAGENET_SAMPLE), "ImageNet image folder with labels.csv")], parents=(device,))
     sub.add_parser("models", parents=[device], help="list registered models").set_defaults(func=cmd_models)
     at = sub.add_parser("attacks", parents=[device], help="list attack methods, or one method's parameters")
     at.add_argument("method", nargs="?", help="show this method's parameters and defaults")

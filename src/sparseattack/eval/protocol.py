@@ -50,13 +50,16 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
 def make_pairs(positions: Iterable[int], labels: Tensor, num_classes: int,
                targets: str | int = "all", seed: int = 0,
                image_ids: Sequence[int] | None = None) -> list[tuple[int, int]]:
-    """(position, target) pairs: every class but the label ('all') or n random other classes.
+    """(position, target) pairs: every class but the label ('all'), n random other classes, or
+    one untargeted pair (target None) per image ('untargeted', as StrAttack Table 2).
 
     `positions` index `labels`. Random targets are drawn from a generator seeded by (seed, image
     id), where `image_ids[i]` is the id in its dataset of the image at position i (default: i),
     so an image gets the same targets whether it is evaluated alone, in a subset, or in full.
     """
     pairs = []
+    if targets == "untargeted":
+        return [(int(i), None) for i in positions]
     for i in positions:
         label = int(labels[i])
         others = [c for c in range(num_classes) if c != label]
@@ -242,17 +245,21 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
              out: str | Path | None = None, name: str | None = None, progress: bool = True,
              image_ids: list[int] | None = None, groups_fn: Callable | None = None,
              quantize: bool = True, model_name: str | None = None, dataset: str | None = None,
-             fresh: bool = False, **params) -> list[dict]:
+             fresh: bool = False, save_adversarial: str | Path | None = None, **params) -> list[dict]:
     """Run the targeted protocol for one method over `images` and return all its records.
 
-    targets: 'all' other classes or a number of seeded random ones; seed: their seed.
+    targets: 'all' other classes, a number of seeded random ones (seed: their seed), or
+    'untargeted' (one pair per image, success = any other class).
     batch_size (default 32): pairs attacked together. out: the JSONL file to append to and resume
     from (one writer at a time); a file made under another configuration raises ConfigMismatch
     unless fresh=True, which moves it aside first. name: the method's name in records (default:
     the method's). image_ids: the images' ids in their dataset (default: positions).
     groups_fn: images -> groups, for the nonzero-group count. quantize (default True): outputs
     are 8-bit images and success is judged on them. model_name, dataset: recorded in the
-    configuration (default: the registry name or class name; 'tensors').
+    configuration (default: the registry name or class name; 'tensors'). save_adversarial: a
+    directory where every pair's output (what the user receives: 8-bit PNG `IMAGE-TARGET.png`
+    when quantize, else a float tensor `IMAGE-TARGET.pt`) is written before its record, which then
+    names the file (key `adversarial`, relative to that directory); figures and transfer read them.
     Images the model misclassifies are skipped, as in the papers (see `correctly_classified`).
     """
     from tqdm import tqdm
@@ -292,12 +299,15 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
         for b in range(0, len(todo), batch_size):
             chunk = todo[b:b + batch_size]
             idx = torch.tensor([j for j, _ in chunk], device=images.device)
-            tgt = torch.tensor([t for _, t in chunk], device=images.device)
+            tgt = None if targets == "untargeted" else torch.tensor([t for _, t in chunk], device=images.device)
             x = images[idx]
             groups = groups_fn(x) if groups_fn is not None else None
             res = run_attack(method, model, x, labels[idx], targets=tgt, count_groups=groups, quantize=quantize,
                              **params)
             recs = res.records([ids[j] for j, _ in chunk])
+            if save_adversarial is not None:
+                for r, adv in zip(recs, res.adv):
+                    r["adversarial"] = _save_output(adv, Path(save_adversarial), r["image"], r["target"], quantize)
             for r in recs:
                 r.update(method=method_name, config_hash=chash, config=config, **extra)
                 new_records[(r["image"], r["target"])] = r
@@ -308,6 +318,69 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
         bar.close()
     merged = {**done, **new_records}
     return [merged[(ids[j], t)] for j, t in pairs]
+
+
+def _save_output(adv: Tensor, directory: Path, image: int, target, quantize: bool) -> str:
+    from ..plots import save_image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{image}-{'u' if target is None else target}"
+    if quantize:
+        save_image(adv, directory / f"{stem}.png")
+        return f"{stem}.png"
+    torch.save(adv.detach().cpu().clone(), directory / f"{stem}.pt")
+    return f"{stem}.pt"
+
+
+def load_adversarial(record: dict, directory: str | Path, channels: int | None = None) -> Tensor:
+    """The output saved for a record by `evaluate(save_adversarial=directory)`, as a (C, H, W) [0, 1]
+    tensor (PNG outputs are exact: they are on the 8-bit grid). channels: 1 or 3 for PNGs
+    (default: the file's own)."""
+    from ..data import load_image
+
+    name = record.get("adversarial")
+    if not name:
+        raise ValidationError(f"record of {record.get('method')!r} (image {record.get('image')}, target "
+                              f"{record.get('target')}) has no saved output; run evaluate with save_adversarial")
+    path = Path(directory) / name
+    if path.suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return load_image(path, channels=channels)[0]
+
+
+def sweep(model: nn.Module, method: str, images: Tensor, labels: Tensor, ks, *, name: str | None = None,
+          **kwargs) -> list[dict]:
+    """The sparsity sweep (SAPF Fig. 4): `evaluate` once per budget k in `ks`, each run named
+    'NAME k=K' (NAME: `name` or the method's), all in the same `out` file when one is given (each k
+    resumes separately). kwargs go to `evaluate` and the attack (not k). Returns every record."""
+    if "k" in kwargs:
+        raise ValidationError("sweep sets k itself from ks; do not pass k")
+    ks = [int(k) for k in ks]
+    if not ks or any(k < 1 for k in ks):
+        raise ValidationError(f"sweep needs budgets k >= 1, got {ks}")
+    base = name or method
+    out = []
+    for k in ks:
+        out += evaluate(model, method, images, labels, name=f"{base} k={k}", k=k, **kwargs)
+    return out
+
+
+def sweep_rows(records: list[dict]) -> list[dict]:
+    """Per (method, k) of a sweep's records (methods named 'NAME k=K'): method NAME, k, asr (the
+    average case's), the mean l0, l1, l2, linf over successful pairs, and pairs; sorted by method
+    then k. Records of methods not named that way are ignored."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in records:
+        base, sep, k = r["method"].rpartition(" k=")
+        if sep and k.isdigit():
+            groups[(base, int(k))].append(r)
+    rows = []
+    for (base, k), recs in sorted(groups.items()):
+        ok = [r for r in recs if r["success"]]
+        row = {"method": base, "k": k, "asr": len(ok) / len(recs), "pairs": len(recs)}
+        row.update({key: _mean([r[key] for r in ok]) for key in ("l0", "l1", "l2", "linf")})
+        rows.append(row)
+    return rows
 
 
 def correctly_classified(model: nn.Module, images: Tensor, labels: Tensor) -> list[int]:

