@@ -91,7 +91,9 @@ def _names():
 
 # Methods a small budget cannot afford on a suite (stated in the notes and REPRODUCTION.md).
 SKIPPED = {"imagenet": {"corner-search": "it ranks all 401,408 one-pixel images (224 x 224 x 8 corners) of a "
-                                         "pair before sampling: hours per pair on a CPU core"}}
+                                         "pair before sampling: hours per pair on a CPU core",
+                     "cw-linf": "its tau loop (a C&W-l2-like solve per tau and per c) ran over 10 minutes "
+                                "on one pair at 100 steps per solve on 2 CPU cores"}}
 TABLE1_ORDER = ["cw-l0", "one-pixel", "sparsefool", "pgd-l0-linf", "corner-search", "strattack",
                 "strattack-overlap", "fgm-search", "ifgsm-search", "cw-l2", "cw-linf", "sapf", "sapf-gs", "sapf-vi"]
 K_METHODS = ("pgd-l0-linf", "corner-search", "sapf", "sapf-gs", "sapf-vi")
@@ -184,10 +186,10 @@ def _capped_params(method: str, cap: int | None) -> dict:
     if cap is None:
         return {}
     search = {"steps": cap, "binary_search_steps": 2}
-    fast = {"delta_steps": cap, "g_steps": cap, "refine_steps": cap, "binary_search_steps": 2}
+    fast = {"steps": 1, "delta_steps": cap, "g_steps": cap, "refine_steps": cap, "binary_search_steps": 2}
     caps = {"cw-l0": {"steps": cap, "max_rounds": max(2, cap // 20)},
             "strattack": {**search, "refine_steps": cap}, "strattack-overlap": {**search, "refine_steps": cap},
-            "cw-l2": search, "cw-linf": {"steps": cap},
+            "cw-l2": search, "cw-linf": {"steps": cap, "initial_const": 1e-3, "decrease_factor": 0.5},
             "one-pixel": {"steps": max(1, cap // 10), "popsize": 100}, "sparsefool": {"steps": max(1, cap // 10)},
             "pgd-l0-linf": {"steps": cap}, "corner-search": {"steps": cap},
             "sapf": {"stage_steps": max(5, cap // 4), "polish_steps": cap},
@@ -209,6 +211,16 @@ def _run(suite: Suite, model, method: str, x, y, *, jsonl: str, name: str | None
                     batch_size=64 if suite.device != "cpu" else 16, out=suite.out / jsonl, name=name,
                     progress=suite.progress, dataset=suite.facts["dataset"], groups_fn=groups_fn,
                     save_adversarial=(suite.out / "adv" / adv) if adv else None, **params)
+
+
+def _segments_for(x) -> int:
+    """SLIC segments of SAPF-GS: the paper's 350 at ImageNet size; 50 (~16-pixel superpixels) on
+    28 x 28 images, where 350 asks for more segments than SLIC can make (it returns every pixel)."""
+    return 350 if x.shape[-1] >= 64 else 50
+
+
+def _gs(x) -> dict:
+    return {} if _segments_for(x) == 350 else {"n_segments": _segments_for(x)}
 
 
 def _budget(k: int, x) -> dict:
@@ -276,7 +288,7 @@ def table1_step(suite: Suite, model, x, y) -> dict[str, list[dict]]:
         if method in skipped:
             suite.notes.append(f"Table 1: {names[method]} not run in the {b.name} budget: {skipped[method]}")
             continue
-        run(method, **(_budget(k, x) if method in K_METHODS else {}))
+        run(method, **(_budget(k, x) if method in K_METHODS else {}), **(_gs(x) if method == "sapf-gs" else {}))
     records = [r for recs in runs.values() for r in recs]
     order = [names[m] for m in TABLE1_ORDER]
     title = (f"Table 1 ({suite.name}): matched sparsity k = {k} ({suite.facts['k_source']}); "
@@ -309,7 +321,8 @@ def sweep_step(suite: Suite, model, x, y) -> list[dict]:
 
     b = suite.budget
     imagenet = suite.name == "imagenet"
-    ks = b.sweep_ks if not imagenet else tuple(k * 20 for k in b.sweep_ks)
+    # ImageNet: k in pixels x 20; a capped budget runs every other one
+    ks = b.sweep_ks if not imagenet else tuple(k * 20 for k in b.sweep_ks)[::2 if b.imagenet_steps else 1]
     suite.step(f"Fig. 4: SAPF sweep over k = {', '.join(map(str, ks))}")
     targets, cap = _targets_and_cap(b, suite.name)
     params = _capped_params("sapf", cap)
@@ -355,11 +368,11 @@ def figures_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> None
     gs = {}
     for lam in (0.0, 10.0):
         suite.step(f"Fig. 3: SAPF-GS lambda2 = {lam:g}")
-        params = {"preset": "fast", "lambda2": lam, **_budget(k, x), **_capped_params("sapf-fast", cap)}
+        params = {"preset": "fast", "lambda2": lam, **_budget(k, x), **_gs(x), **_capped_params("sapf-fast", cap)}
         recs = _run(suite, model, "sapf-gs", one, lab, jsonl="figures.jsonl", name=f"SAPF-GS lambda2={lam:g}", ids=[first],
                     images=1, targets=1, adv=f"fig3/lambda2-{lam:g}", **params)
         gs[lam] = recs[0]
-    segments = superpixel_segments(one.cpu())[0]
+    segments = superpixel_segments(one.cpu(), n_segments=_segments_for(x))[0]
     deltas = {lam: load_adversarial(r, suite.out / "adv" / f"fig3/lambda2-{lam:g}", channels) - x0 for lam, r in gs.items()}
     norms = {lam: {key: gs[lam][key] for key in ("l0", "l1", "l2", "linf")} | {"success": gs[lam]["success"]}
              for lam in gs}
@@ -414,7 +427,7 @@ def interpret_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> No
     from .analysis import adversarial_saliency_map, class_activation_map, interpretability_score
     from .eval import load_adversarial
     from .eval.tables import markdown_table
-    from .figures import interpretability_figure
+    from .figures import interpretability_figure, saliency_figure
 
     imagenet = suite.name == "imagenet"
     channels = 3 if imagenet else 1
@@ -433,10 +446,11 @@ def interpret_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> No
     maps = {"ASM": adversarial_saliency_map(cpu_model, xs, None, ys, ts)}
     if imagenet:
         maps["CAM"] = class_activation_map(cpu_model, xs, ts)
-    curves, rows = {}, []
+    curves, rows, deltas = {}, [], {}
     for kind, sal in maps.items():
         for m in INTERPRET_METHODS:
             d = torch.stack([load_adversarial(ok[m][p], suite.out / "adv" / "table1" / m, channels) for p in pairs]) - xs
+            deltas[m] = d
             scores = interpretability_score(d, sal, list(NUS))   # (B, len(NUS))
             mean = scores.nanmean(0)
             curves[f"{_names()[m]} ({kind})"] = (list(NUS), mean.tolist())
@@ -448,6 +462,9 @@ def interpret_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> No
     suite.table(f"Interpretability ({suite.name}): IS (Eq. 23) against the percentile nu, pairs all three fooled",
                 md, stem="interpretability")
     suite.figure("StrAttack Fig. 3a: IS against nu", interpretability_figure(curves, suite.out / "figures" / "is_curve.png"))
+    suite.figure("StrAttack Figs. 3b/3c: saliency maps and each attack's perturbation inside the salient region",
+                 saliency_figure(xs[0], {kind: sal[0] for kind, sal in maps.items()},
+                                 {_names()[m]: d[0] for m, d in deltas.items()}, suite.out / "figures" / "saliency.png"))
 
 
 def transfer_step(suite: Suite, runs: dict[str, list[dict]], x, y) -> None:
