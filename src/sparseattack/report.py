@@ -144,7 +144,7 @@ def _groups_claim(facts: dict, suite: str):
         return (f"StrAttack perturbs fewer pixels and groups than C&W-l2 (StrAttack Table 1, Figs. 1/2; {suite})",
                 "Figs. 1/2", "-", NOT_APPLICABLE, "StrAttack or C&W-l2 fooled no pair in this budget")
     ok = s["groups"] < c["groups"] and s["l0"] < c["l0"]
-    return (f"StrAttack perturbs fewer pixels and groups than C&W-l2 at a comparable l2 (StrAttack Table 1, Figs. 1/2; {suite})",
+    return (f"StrAttack perturbs fewer pixels and groups than C&W-l2 (StrAttack Table 1, Figs. 1/2; {suite})",
             "MNIST avg l0 of StrAttack a fraction of C&W's; Figs. 1/2 group maps sparse",
             f"groups {_f(s['groups'])} vs {_f(c['groups'])}, l0 {_f(s['l0'])} vs {_f(c['l0'])}, l2 {_f(s['l2'])} vs {_f(c['l2'])}",
             REPRODUCED if ok else NOT_REPRODUCED, "" if ok else "StrAttack does not touch fewer groups")

@@ -341,6 +341,7 @@ def sweep_step(suite: Suite, model, x, y) -> list[dict]:
 
 
 def figures_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> None:
+    from .data import class_names
     from .eval import load_adversarial
     from .figures import group_map_figure, group_sparsity_figure, targets_figure, weighting_figure
     from .ops.groups import superpixel_segments
@@ -361,7 +362,9 @@ def figures_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> None
         suite.facts["fig1_common_positions"] = int(common)
         suite.facts["fig1_targets"] = len(sapf_recs)
         suite.figure("SAPF Figs. 1/2: perturbations toward several targets and their common positions",
-                     targets_figure(x0, deltas, [r["target"] for r in sapf_recs], figs / "fig1_targets.png"))
+                     targets_figure(x0, deltas, [r["target"] for r in sapf_recs], figs / "fig1_targets.png",
+                                    class_names=class_names("imagenet" if imagenet else "fashion-mnist"),
+                                    label=sapf_recs[0]["label"]))
     # SAPF Fig. 3: SAPF-GS at lambda2 = 0 and 10 ('fast' schedule: lambda2 acts in its ADMM)
     one = x[suite.pos(first)][None]
     lab = y[suite.pos(first)][None]
