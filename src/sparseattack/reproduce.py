@@ -50,8 +50,9 @@ CAPS = (0.1, 0.2, 0.3, 0.4)
 class Budget:
     """How much of each suite a budget runs. `images`: the first images of the test set or sample
     folder (misclassified ones are skipped by the protocol); `slow_images`: the images of the
-    methods listed in `slow` (fewer pairs, stated in the tables); `steps_cap`: an iteration cap
-    for the methods in `capped` (None: none)."""
+    methods listed in `slow` (fewer pairs, stated in the tables); `imagenet_steps` /
+    `fmnist_steps`: an iteration cap for every attack of that suite (`_capped_params`; None: the
+    attacks' defaults); `fmnist_targets`: 'all' or a number of seeded targets."""
     name: str
     fmnist_images: int
     fmnist_slow_images: int
@@ -296,6 +297,16 @@ def table1_step(suite: Suite, model, x, y) -> dict[str, list[dict]]:
     suite.table(title, table1(records, order, budgets=budgets), table1_csv(records, order, budgets=budgets),
                 stem="table1")
     suite.facts["table1"] = {m: _summary(recs) for m, recs in runs.items()}
+    # SAPF against each method on the pairs both fooled (methods run on different slices)
+    sapf_ok = {(r["image"], r["target"]): r for r in runs["sapf"] if r["success"]}
+    suite.facts["sapf_vs"] = {}
+    for m, recs in runs.items():
+        both = [(sapf_ok[(r["image"], r["target"])], r) for r in recs
+                if r["success"] and (r["image"], r["target"]) in sapf_ok]
+        if m != "sapf" and both:
+            suite.facts["sapf_vs"][m] = {"pairs": len(both),
+                                         **{f"sapf_{key}": _mean(a[key] for a, _ in both) for key in ("l1", "l2")},
+                                         **{key: _mean(b[key] for _, b in both) for key in ("l0", "l1", "l2")}}
     return runs
 
 
