@@ -60,6 +60,8 @@ def ifgsm_iterations(model: nn.Module, inputs: Tensor, labels: Tensor, *, target
         The float x + delta, inside the eps-ball and the [0, 1] box (not finished, not reset on
         failure).
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValidationError(f"steps must be an integer >= 1, got {steps!r}")
     loss_fn = adversarial_loss(loss)
     delta = torch.zeros_like(inputs)
     active = torch.ones(inputs.shape[0], dtype=torch.bool, device=inputs.device)
@@ -132,8 +134,6 @@ def ifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: bool = 
     """
     check_attack_call(model, inputs, labels, quantize=quantize)
     check_norm(norm)
-    if steps < 1:
-        raise ValidationError(f"steps must be >= 1, got {steps}")
     adversarial_loss(loss)
     x = inputs.detach()
     radius = per_example(eps, x)
