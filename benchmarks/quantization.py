@@ -136,7 +136,7 @@ def measure(part: str, name: str, model, x, y, t, batch: int) -> dict:
             "survival": (int((F & Q).sum()) / n_float) if n_float else None,
             "shipped_asr": int(Q.sum()) / len(Q), "constraints": merged,
             "eight_bit": "quantize=True run" if name in RUN_TWICE else "finish of run A's output",
-            "grads_per_pair": grads / len(F), "seconds_per_pair": seconds / len(F)}
+            "grads_per_pair": grads / len(F), "seconds_per_pair": seconds / len(F), "device": str(x.device)}
 
 
 def table(rows: list[dict]) -> str:
