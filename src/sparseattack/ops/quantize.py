@@ -39,16 +39,33 @@ from torch import Tensor, nn
 from .losses import is_adversarial
 from ..validation import ValidationError
 
-__all__ = ["LEVELS", "quantize", "on_grid", "check_on_grid", "finish", "DEFAULT_SCALES", "succeeds",
+__all__ = ["LEVELS", "grid_values", "quantize", "on_grid", "check_on_grid", "finish", "DEFAULT_SCALES", "succeeds",
            "finish_candidate", "report_float_success", "SilentModel"]
 
 LEVELS = 255
 DEFAULT_SCALES = (1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
 
 
+_GRID_TABLES: dict = {}
+
+
+def grid_values(steps: Tensor, levels: int = LEVELS) -> Tensor:
+    """The grid points steps / levels of integer-valued `steps` (0..levels), bit-identical on every
+    device: the values an 8-bit PNG loads back as (`data`: uint8 -> float, divided by 255 on the
+    CPU). A plain `q / 255` differs on CUDA, which divides by a scalar as a multiplication by its
+    reciprocal (one ulp off for some k): the saved file would then not be the tensor that was
+    judged. A lookup in a table made on the CPU is exact everywhere."""
+    key = (levels, steps.dtype, steps.device)
+    table = _GRID_TABLES.get(key)
+    if table is None:
+        table = _GRID_TABLES[key] = (torch.arange(levels + 1, dtype=steps.dtype) / levels).to(steps.device)
+    return table[steps.clamp(0, levels).long()]
+
+
 def quantize(images: Tensor, levels: int = LEVELS) -> Tensor:
-    """Nearest point of the 8-bit grid {0, 1/255, ..., 1} (what saving as a PNG keeps)."""
-    return (images.clamp(0, 1) * levels).round() / levels
+    """Nearest point of the 8-bit grid {0, 1/255, ..., 1} (what saving as a PNG keeps), with the
+    CPU's values on every device (`grid_values`)."""
+    return grid_values((images.clamp(0, 1) * levels).round(), levels)
 
 
 def on_grid(images: Tensor, levels: int = LEVELS, tol: float = 1e-4) -> Tensor:
@@ -121,17 +138,17 @@ def finish(model: nn.Module, inputs: Tensor, adv: Tensor, labels: Tensor, *, tar
     delta = adv - x
     support = delta != 0
     # grid points inside the allowed interval [lo, hi] (both contain x, a grid point)
-    g_lo, g_hi = torch.ceil(lo * levels - 1e-6) / levels, torch.floor(hi * levels + 1e-6) / levels
+    g_lo, g_hi = grid_values(torch.ceil(lo * levels - 1e-6), levels), grid_values(torch.floor(hi * levels + 1e-6), levels)
 
     def on_support(values: Tensor) -> Tensor:
         return torch.where(support, torch.minimum(torch.maximum(values, g_lo), g_hi), x)
 
     scaled_x = lambda s: (x + s * delta) * levels  # noqa: E731
-    candidates = [on_support(torch.round(adv * levels) / levels),                          # nearest
-                  on_support(torch.where(delta > 0, torch.floor(adv * levels + 1e-6),
-                                         torch.ceil(adv * levels - 1e-6)) / levels)]        # toward x
-    candidates += [on_support(torch.where(delta > 0, torch.ceil(scaled_x(s) - 1e-6),
-                                          torch.floor(scaled_x(s) + 1e-6)) / levels)        # away from x
+    candidates = [on_support(grid_values(torch.round(adv * levels), levels)),                  # nearest
+                  on_support(grid_values(torch.where(delta > 0, torch.floor(adv * levels + 1e-6),
+                                                     torch.ceil(adv * levels - 1e-6)), levels))]  # toward x
+    candidates += [on_support(grid_values(torch.where(delta > 0, torch.ceil(scaled_x(s) - 1e-6),
+                                                      torch.floor(scaled_x(s) + 1e-6)), levels))  # away from x
                    for s in scales]
     best = x.clone()
     best_norm = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
@@ -199,7 +216,7 @@ def _repair(model: nn.Module, x: Tensor, start: Tensor, support: Tensor, g_lo: T
         movable = support[active] & (((direction > 0) & (qa < hi)) | ((direction < 0) & (qa > lo)))
         count = (size[active] * shares[active]).ceil().clamp_min(1).long()
         pick = topk_mask(torch.where(movable, grad.abs(), torch.full_like(grad, -1.0)), count).bool() & movable
-        qa = torch.round((qa + pick * direction / levels) * levels) / levels
+        qa = grid_values(torch.round(qa * levels) + pick * direction, levels)
         q[active] = torch.minimum(torch.maximum(qa, lo), hi)
     return out, done
 
