@@ -7,8 +7,8 @@ Parts (`--parts`, default all for the device):
   under no_grad), timed here in the same process, interpolated between measured batch sizes.
   Reported: the share of attack time outside the model's passes (1 - model time / attack time;
   goal at most 10% at ImageNet size), gradient evaluations per second of the attack against the
-  bare loop at the attack's batch size (goal at least 0.9x), and on CUDA the host synchronisations
-  per model call (`torch.cuda.set_sync_debug_mode`).
+  bare loop at the attack's batch size (goal at least 0.9x), and the host synchronisations per
+  model call (`ops.syncs.HostSyncCounter`, on any device: the operations that would stall a GPU).
 - memory: peak memory of the attack against the batch size and the image size (28^2 on the
   Fashion-MNIST net, 224^2 and 299^2 on EfficientNet-Lite0), and the attack's own share (peak
   minus the bare forward + backward peak at the same batch) per input entry: constant across
@@ -38,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -48,6 +47,7 @@ from harness import (IMAGENET_SAMPLE, RESULTS, add_device, add_threads, argument
                      format_value, imagenet_sample, markdown_table, pair_tensors, set_threads, write_jsonl, write_text)
 from sparseattack import models
 from sparseattack.attacks import get
+from sparseattack.ops.syncs import HostSyncCounter
 
 FMNIST_NET = "fmnist-cw"
 SETTINGS = {"fmnist": {"sapf": {"k": 80}, "strattack": {}},
@@ -165,21 +165,15 @@ def run_logged(model: nn.Module, method: str, x: Tensor, t: Tensor, params: dict
     device = x.device
     _sync(device)
     syncs = None
-    if count_syncs and device.type == "cuda":
-        torch.cuda.set_sync_debug_mode("warn")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            start = time.perf_counter()
+    start = time.perf_counter()
+    if count_syncs:  # a separate run: the counter sees every aten call and slows the loop
+        with HostSyncCounter() as counter:
             adv = spec.fn(log, x, t, targeted=True, **{**spec.defaults, **params})
-            _sync(device)
-            seconds = time.perf_counter() - start
-        torch.cuda.set_sync_debug_mode("default")
-        syncs = sum("synchroniz" in str(w.message) for w in caught)
+        syncs = counter.count
     else:
-        start = time.perf_counter()
         adv = spec.fn(log, x, t, targeted=True, **{**spec.defaults, **params})
-        _sync(device)
-        seconds = time.perf_counter() - start
+    _sync(device)
+    seconds = time.perf_counter() - start
     with torch.no_grad():
         success = (model(adv).argmax(1) == t).float().mean().item()
     return {"calls": log.calls, "seconds": seconds, "syncs": syncs, "asr": success,
@@ -198,7 +192,7 @@ def overhead_row(part: str, method: str, model, x, t, bare: BareLoop, cap, *, co
            "outside_share": max(0.0, 1 - model_s / run["seconds"]), "gradients": run["gradients"],
            "model_calls": len(run["calls"]), "grad_rate": run["gradients"] / run["seconds"],
            "bare_grad_rate": bare_rate, "rate_ratio": run["gradients"] / run["seconds"] / bare_rate, "asr": run["asr"]}
-    if count_syncs and x.device.type == "cuda":
+    if count_syncs:
         synced = run_logged(model, method, x, t, params, count_syncs=True)
         row["syncs_per_call"] = synced["syncs"] / max(1, len(synced["calls"]))
     return row
