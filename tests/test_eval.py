@@ -79,7 +79,7 @@ def test_seeded_targets_follow_the_image_id_not_its_position(fmnist_model, fmnis
 
 
 def test_protocol_resumes_after_kill(fmnist_model, fmnist_batch, tmp_path, monkeypatch):
-    from sparseattack.eval import protocol
+    from sparseattack.eval import backends  # where evaluate's batches call run_attack
 
     x, y = fmnist_batch
     x, y = x[:3], y[:3]
@@ -95,7 +95,7 @@ def test_protocol_resumes_after_kill(fmnist_model, fmnist_batch, tmp_path, monke
         calls.append(len(args[2]))
         return run_attack(*args, **kw)
 
-    monkeypatch.setattr(protocol, "run_attack", counted)
+    monkeypatch.setattr(backends, "run_attack", counted)
     again = evaluate(fmnist_model, "ifgsm", x, y, targets=2, seed=0, batch_size=2, out=out, progress=False, eps=0.2)
     assert calls == [2]  # only the two unfinished pairs ran again
     assert [(r["image"], r["target"]) for r in again] == [(r["image"], r["target"]) for r in full]

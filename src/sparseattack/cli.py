@@ -285,9 +285,11 @@ def cmd_eval(args) -> int:
     from .eval import (check_compatible, check_unique, correctly_classified, evaluate, probe, read_records,
                        run_config, start_fresh, summarize, to_csv, to_markdown)
     from .eval.metrics import NORM_KEYS
+    from .eval.backends import check_backend
     from .eval.protocol import check_output_path
 
     # everything a run needs is checked here, before any attack runs
+    check_backend(args.backend, args.address)
     methods = [get(m.strip()).name for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ValidationError("--methods is empty")
@@ -332,7 +334,8 @@ def cmd_eval(args) -> int:
     for m, k in runs:
         records += evaluate(model, m, x, y, targets=args.targets, seed=args.seed, batch_size=args.batch_size,
                             out=out, image_ids=idx, quantize=quantize, model_name=info.name, dataset=dataset,
-                            save_adversarial=args.save_adversarial, **_with_k(per_method[m], k),
+                            save_adversarial=args.save_adversarial, backend=args.backend, address=args.address,
+                            **_with_k(per_method[m], k),
                             **({"name": f"{m} k={k}"} if k else {}))
     rows = summarize(records, criterion=args.criterion)
     table = to_markdown(rows)
@@ -382,7 +385,8 @@ def cmd_train(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    path = reproduce(args.suite, args.budget, args.out, device=args.device, imagenet_data=args.imagenet_data)
+    path = reproduce(args.suite, args.budget, args.out, device=args.device, imagenet_data=args.imagenet_data,
+                     backend=args.backend, address=args.address)
     print(f"\nREPRODUCTION.md: {path}  (tables: {path.parent}/SUITE/tables, figures: {path.parent}/SUITE/figures)")
     return 0
 
@@ -488,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("--method", None, "attack (default: sapf with a short schedule; -p adds to it)"),
         ("--out", "outputs/demo", "output directory")])
     model = ("--model", "fmnist-cw", "registered model (see `sparseattack models`)")
+    backend_options = [
+        ("--backend", "local", "where the batches run: local (this process) or ray (spread over a Ray cluster; "
+         "pip install sparseattack[ray])", {"choices": ["local", "ray"]}),
+        ("--address", None, "with --backend ray: the cluster's address (auto, HOST:6379 or ray://HOST:10001); "
+         "default: start Ray on this machine")]
     command("attack", cmd_attack, "attack one image or a dataset slice; writes PNGs and a JSON report", [
         model, ("--method", "ifgsm", "attack (see `sparseattack attacks`)"),
         ("--image", None, "an image file or skimage:NAME"),
@@ -512,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--sweep-k", None, "sparsity sweep (SAPF Fig. 4): run every method at each budget K1,K2,... "
          "(methods named 'METHOD k=K')"),
         ("--sweep-figure", None, "with --sweep-k: write the l1/l2/linf-against-k figure to this PNG"),
-        ("--save-adversarial", None, "directory for every pair's output (8-bit PNG IMAGE-TARGET.png)")])
+        ("--save-adversarial", None, "directory for every pair's output (8-bit PNG IMAGE-TARGET.png)"),
+        *backend_options])
     command("train", cmd_train, "train a small net on Fashion-MNIST by a recipe (models/train.py)", [
         ("dataset", _POSITIONAL, "what to train", {"choices": ["fmnist"]}),
         ("--recipe", "standard", "standard, pgd (adversarial training) or distill (defensive distillation)",
@@ -535,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                 ("--budget", "quick", "quick (small slices, ~30 min on 2 CPU cores), full (the papers' protocol) "
                  "or tiny (plumbing check)", {"choices": ["tiny", "quick", "full"]}),
                 ("--out", "outputs/reproduce", "output directory (rerun with the same one to resume)"),
-                ("--imagenet-data", str(IMAGENET_SAMPLE), "ImageNet image folder with labels.csv")], parents=(device,))
+                ("--imagenet-data", str(IMAGENET_SAMPLE), "ImageNet image folder with labels.csv"),
+                *backend_options], parents=(device,))
     sub.add_parser("models", parents=[device], help="list registered models").set_defaults(func=cmd_models)
     at = sub.add_parser("attacks", parents=[device], help="list attack methods, or one method's parameters")
     at.add_argument("method", nargs="?", help="show this method's parameters and defaults")

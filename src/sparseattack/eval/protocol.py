@@ -37,7 +37,8 @@ from .config import (RUN_KEYS, ConfigMismatch, config_hash, diff_configs, jsonab
 from .config import model_name as config_model_name
 from .metrics import NORM_KEYS
 from .tables import HEADERS, format_value, markdown_table
-from .result import _resolve, run_attack
+from .backends import check_backend, run_batches
+from .result import _resolve
 
 
 def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
@@ -245,7 +246,8 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
              out: str | Path | None = None, name: str | None = None, progress: bool = True,
              image_ids: list[int] | None = None, groups_fn: Callable | None = None,
              quantize: bool = True, model_name: str | None = None, dataset: str | None = None,
-             fresh: bool = False, save_adversarial: str | Path | None = None, **params) -> list[dict]:
+             fresh: bool = False, save_adversarial: str | Path | None = None, backend: str = "local",
+             address: str | None = None, **params) -> list[dict]:
     """Run the targeted protocol for one method over `images` and return all its records.
 
     targets: 'all' other classes, a number of seeded random ones (seed: their seed), or
@@ -260,12 +262,16 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
     directory where every pair's output (what the user receives: 8-bit PNG `IMAGE-TARGET.png`
     when quantize, else a float tensor `IMAGE-TARGET.pt`) is written before its record, which then
     names the file (key `adversarial`, relative to that directory); figures and transfer read them.
+    backend: 'local' (default: the batches run one after the other in this process) or 'ray' (they
+    are spread over the Ray cluster at `address`, None: one started on this machine; see
+    `eval.backends`); the records are the same but for their timing fields and `device`.
     Images the model misclassifies are skipped, as in the papers (see `correctly_classified`).
     """
     from tqdm import tqdm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_backend(backend, address)
     config = run_config(model, method, name=name, targets=targets, seed=seed, quantize=quantize,
                         model_name=model_name, dataset=dataset, groups_fn=groups_fn, **params)
     chash = config_hash(config)
@@ -292,29 +298,26 @@ def evaluate(model: nn.Module, method: str | Callable, images: Tensor, labels: T
         done = {(r["image"], r["target"]): r for r in existing
                 if r.get("config_hash") == chash and r["method"] == method_name}
         todo = [(j, t) for j, t in pairs if (ids[j], t) not in done]
-        extra = {"device": str(images.device), "torch": torch.__version__}
         new_records: dict[tuple, dict] = {}
+        chunks = [todo[b:b + batch_size] for b in range(0, len(todo), batch_size)]
+        batches = run_batches(backend, model, method, images, labels, chunks, ids, address=address,
+                              untargeted=targets == "untargeted", groups_fn=groups_fn, quantize=quantize,
+                              params=params, keep_adv=save_adversarial is not None)
         bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc=method_name, unit="pair",
                    disable=not progress)
-        for b in range(0, len(todo), batch_size):
-            chunk = todo[b:b + batch_size]
-            idx = torch.tensor([j for j, _ in chunk], device=images.device)
-            tgt = None if targets == "untargeted" else torch.tensor([t for _, t in chunk], device=images.device)
-            x = images[idx]
-            groups = groups_fn(x) if groups_fn is not None else None
-            res = run_attack(method, model, x, labels[idx], targets=tgt, count_groups=groups, quantize=quantize,
-                             **params)
-            recs = res.records([ids[j] for j, _ in chunk])
-            if save_adversarial is not None:
-                for r, adv in zip(recs, res.adv):
-                    r["adversarial"] = _save_output(adv, Path(save_adversarial), r["image"], r["target"], quantize)
-            for r in recs:
-                r.update(method=method_name, config_hash=chash, config=config, **extra)
-                new_records[(r["image"], r["target"])] = r
-            if out_path is not None:
-                _append(lock.fh, recs)
-            bar.update(len(chunk))
-            bar.set_postfix(asr=f"{sum(r['success'] for r in new_records.values()) / len(new_records):.2f}")
+        with contextlib.closing(batches):  # an error here cancels the batches in flight
+            for chunk, recs, advs, device in batches:
+                if save_adversarial is not None:
+                    for r, adv in zip(recs, advs):
+                        r["adversarial"] = _save_output(adv, Path(save_adversarial), r["image"], r["target"], quantize)
+                for r in recs:
+                    r.update(method=method_name, config_hash=chash, config=config, device=device,
+                             torch=torch.__version__)
+                    new_records[(r["image"], r["target"])] = r
+                if out_path is not None:
+                    _append(lock.fh, recs)
+                bar.update(len(chunk))
+                bar.set_postfix(asr=f"{sum(r['success'] for r in new_records.values()) / len(new_records):.2f}")
         bar.close()
     merged = {**done, **new_records}
     return [merged[(ids[j], t)] for j, t in pairs]
