@@ -15,6 +15,9 @@ Parts (`--parts`, default all for the device):
   image sizes when every structure is O(N). CUDA: `torch.cuda.max_memory_allocated`; CPU: the peak
   resident set of a fresh child process per row.
 - batches (CUDA): pairs per second of SAPF and StrAttack on Lite0 at batch 1 to 256.
+- throughput: pairs per minute on the same Fashion-MNIST pairs (one batch) of adv-lib's StrAttack
+  (c = 0.5), ours (refined, `strattack-refined`, as issue 12 compares them), and SAPF at k = adv-lib's mean l0, with ASR, l0 and l2 (goal: SAPF and our
+  StrAttack at least 5x adv-lib's rate at equal or better l2). Needs adv-lib (`make bench-deps`).
 - allocator (CPU): Lite0 SAPF at batch 50 in child processes under glibc's default, a fixed mmap
   threshold (MALLOC_MMAP_THRESHOLD_), and jemalloc / tcmalloc when their Debian packages are
   installed (LD_PRELOAD).
@@ -182,7 +185,8 @@ def run_logged(model: nn.Module, method: str, x: Tensor, t: Tensor, params: dict
 
 def overhead_row(part: str, method: str, model, x, t, bare: BareLoop, cap, *, count_syncs: bool) -> dict:
     params = _params(part, method, cap)
-    run_logged(model, method, x[:2], t[:2], params, count_syncs=False)  # warm-up (kernels, caches)
+    warm = {**params, **(PLUMBING_SAPF if method == "sapf" else {"binary_search_steps": 1, "steps": 10})}
+    run_logged(model, method, x[:2], t[:2], warm, count_syncs=False)  # warm-up (kernels, caches)
     run = run_logged(model, method, x, t, params, count_syncs=False)
     model_s = bare.model_seconds(run["calls"])
     batch = len(x)
@@ -330,6 +334,41 @@ def allocator_rows(args) -> list[dict]:
     return rows
 
 
+def throughput_rows(device: torch.device, args) -> list[dict]:
+    """Pairs per minute on the same Fashion-MNIST pairs, one batch each: adv-lib's StrAttack (c = 0.5,
+    Appendix F's for MNIST; from the `bench` extra), ours at its defaults, and SAPF (default preset)
+    at k = adv-lib's mean l0, so SAPF's row is at equal l0 and its l2 is compared."""
+    from harness import adv_lib_attack
+    from sparseattack.eval import run_attack
+
+    model, x, y, t = _pairs("fmnist", device, args.throughput_pairs, args.imagenet_data)
+    rows = []
+
+    def one(label, method, **params):
+        res = run_attack(method, model, x, y, targets=t, **params)
+        ok = res.success
+        row = {"part": "throughput", "method": label, "pairs": len(x), "seconds": res.seconds,
+               "pairs_per_minute": 60 * len(x) / res.seconds, "asr": ok.float().mean().item(),
+               "mean_l0": res.norms["l0"][ok].float().mean().item(), "mean_l2": res.norms["l2"][ok].mean().item(),
+               "grads_per_pair": res.gradients / len(x), "success": ok.tolist(), "l2": res.norms["l2"].tolist()}
+        rows.append(row)
+        print(f"[throughput] {label}: {row['pairs_per_minute']:.3g} pairs/min, ASR {row['asr']:.2f}, "
+              f"mean l2 {row['mean_l2']:.3f}, l0 {row['mean_l0']:.0f}", flush=True)
+        return row
+
+    ref = one("StrAttack (adv-lib, c = 0.5)", adv_lib_attack("structured_adversarial_attack", "str_attack"),
+              initial_const=0.5)
+    one("StrAttack (ours, refined, defaults)", "strattack-refined")
+    one(f"SAPF (default preset), k = {round(ref['mean_l0'])}", "sapf", k=round(ref["mean_l0"]))
+    for r in rows:
+        both = [a and b for a, b in zip(r["success"], ref["success"])]
+        mine = [v for v, ok in zip(r["l2"], both) if ok]
+        theirs = [v for v, ok in zip(ref["l2"], both) if ok]
+        r["l2_ratio_vs_adv_lib"] = (sum(mine) / sum(theirs)) if theirs else float("nan")
+        r["rate_ratio_vs_adv_lib"] = r["pairs_per_minute"] / ref["pairs_per_minute"]
+    return rows
+
+
 def report(rows: list[dict], device: str, command: str) -> str:
     text = [f"# Hardware efficiency of SAPF and StrAttack ({time.strftime('%Y-%m-%d')}, device {device})\n",
             *(["PLUMBING CHECK ONLY (--plumbing: a short SAPF schedule); not a measurement.\n"] if PLUMBING else []),
@@ -370,6 +409,15 @@ def report(rows: list[dict], device: str, command: str) -> str:
                                   f"{r['grads_per_pair']:.0f}", f"{r['grad_rate']:.4g}", f"{r['bare_grad_rate']:.4g}",
                                   f"{r['rate_ratio']:.2f}", f"{100 * r['outside_share']:.1f}%",
                                   format_value("asr", r["asr"])] for r in bat]), ""]
+    thr = [r for r in rows if r["part"] == "throughput"]
+    if thr:
+        text += ["## Throughput against adv-lib's StrAttack (same Fashion-MNIST pairs, one batch each)\n",
+                 markdown_table(["method", "pairs", "pairs/min", "rate vs adv-lib", "ASR", "mean l0", "mean l2",
+                                 "l2 vs adv-lib (pairs both fool)", "grads/pair"],
+                                [[r["method"], r["pairs"], f"{r['pairs_per_minute']:.3g}",
+                                  f"{r['rate_ratio_vs_adv_lib']:.2f}", format_value("asr", r["asr"]),
+                                  f"{r['mean_l0']:.0f}", f"{r['mean_l2']:.3f}", f"{r['l2_ratio_vs_adv_lib']:.3f}",
+                                  f"{r['grads_per_pair']:.0f}"] for r in thr]), ""]
     alloc = [r for r in rows if r["part"] == "allocator"]
     if alloc:
         text += ["## Allocator (CPU, Lite0 SAPF)\n",
@@ -386,7 +434,7 @@ def main() -> None:
     ap = argument_parser(__doc__)
     add_device(ap)
     add_threads(ap)
-    ap.add_argument("--parts", default=None, help="overhead,memory,batches,allocator (default: all for the device)")
+    ap.add_argument("--parts", default=None, help="overhead,memory,batches,allocator (default: all for the device; cuda: overhead,memory,batches; cpu: overhead,memory,throughput,allocator)")
     ap.add_argument("--fmnist-batch", type=int, default=90)
     ap.add_argument("--imagenet-batch", type=int, default=10)
     ap.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4, 16, 64, 256])
@@ -396,6 +444,7 @@ def main() -> None:
                     help="StrAttack's gradient evaluations per pair at its defaults (scales a capped row's pairs/s)")
     ap.add_argument("--data", default="fmnist,imagenet", help="datasets of the overhead part (default: %(default)s)")
     ap.add_argument("--plumbing", action="store_true", help="short SAPF schedule: a plumbing check, not a measurement")
+    ap.add_argument("--throughput-pairs", type=int, default=36, help="Fashion-MNIST pairs of the throughput part")
     ap.add_argument("--allocator-batch", type=int, default=50)
     ap.add_argument("--imagenet-data", type=Path, default=IMAGENET_SAMPLE, help="default: %(default)s")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
@@ -405,7 +454,7 @@ def main() -> None:
     PLUMBING = args.plumbing
     device = torch.device(args.device)
     parts = args.parts.split(",") if args.parts else (
-        ["overhead", "memory", "batches"] if device.type == "cuda" else ["overhead", "memory", "allocator"])
+        ["overhead", "memory", "batches"] if device.type == "cuda" else ["overhead", "memory", "throughput", "allocator"])
     cap = tuple(args.strattack_cap) if args.strattack_cap else None
     rows = []
     if "overhead" in parts:
@@ -415,7 +464,9 @@ def main() -> None:
             model, x, _, t = _pairs(data, device, batch, args.imagenet_data)
             bare = BareLoop(model, tuple(x.shape[1:]), device)
             for method in ("sapf", "strattack"):
-                row = overhead_row(data, method, model, x, t, bare, cap, count_syncs=True)
+                # the sync count is a separate run; on a CPU it is counted on the small net only
+                row = overhead_row(data, method, model, x, t, bare, cap,
+                                   count_syncs=device.type == "cuda" or data == "fmnist")
                 rows.append(row)
                 print(f"[overhead] {data} {method} batch {len(x)}: outside model {100 * row['outside_share']:.1f}%, "
                       f"rate {row['rate_ratio']:.2f}x bare", flush=True)
@@ -429,7 +480,8 @@ def main() -> None:
         return text
 
     save()
-    for part, fn in (("memory", memory_rows), ("batches", batch_rows), ("allocator", lambda d, a: allocator_rows(a))):
+    for part, fn in (("memory", memory_rows), ("batches", batch_rows), ("throughput", throughput_rows),
+                     ("allocator", lambda d, a: allocator_rows(a))):
         if part in parts:
             rows += fn(device, args)
             save()

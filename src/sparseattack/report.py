@@ -178,6 +178,10 @@ def _transfer_claim(facts: dict, suite: str):
             wins.append(rates["strattack"] >= max(rates.get("cw-l2", 0), rates.get("ifgsm-search", 0)))
     ours = "; ".join(f"{k}: top-1 {100 * v['top1']:.0f}%, top-5 {100 * v['top5']:.0f}% ({v['pairs']} pairs)" for k, v in t.items())
     ok = bool(wins) and all(wins)
+    if not any(v["top5"] > 0 for v in t.values()):  # nothing transferred: there is no order to compare
+        return (f"StrAttack transfers at least as well as IFGSM and C&W (target top-5; StrAttack Table 3; {suite})",
+                "top-5 rates 0.25-0.28 for StrAttack vs 0.15-0.27 (IFGSM, C&W) on 6 ImageNet models", ours,
+                NOT_APPLICABLE, "no method's output reached its target's top-5 on these pairs: no order to compare")
     return (f"StrAttack transfers at least as well as IFGSM and C&W (target top-5; StrAttack Table 3; {suite})",
             "top-5 rates 0.25-0.28 for StrAttack vs 0.15-0.27 (IFGSM, C&W) on 6 ImageNet models",
             ours, REPRODUCED if ok else NOT_REPRODUCED, "" if ok else "StrAttack's top-5 rate is not the highest")
