@@ -7,9 +7,9 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test bench clean fmnist-data bench-deps
+.PHONY: setup demo test bench clean fmnist-data bench-deps tcmalloc
 
-setup: $(STAMP) fmnist-data
+setup: $(STAMP) fmnist-data tcmalloc
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 # Fashion-MNIST comes from Debian's package, never from a download at run time.
 fmnist-data:
 	@test -f $(FMNIST) || { $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; }
+
+# tcmalloc: the command line re-runs itself under it when present (cli.use_fast_allocator; SAPF on
+# Lite0 ran 1.9x faster on CPU than under glibc's malloc). Optional: without it nothing changes.
+tcmalloc:
+	@ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || { $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } || echo "libtcmalloc-minimal4 not installed: the system allocator is used"; }
 
 demo: setup
 	$(VENV)/bin/sparseattack demo

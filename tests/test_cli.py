@@ -193,3 +193,40 @@ def test_user_errors_exit_2_and_bugs_surface(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_models", refused)
     assert main(["models"]) == 2
     assert "bad input named here" in capsys.readouterr().err
+
+
+def test_cli_reexecutes_under_tcmalloc_when_installed_and_respects_the_opt_out(monkeypatch):
+    """The command line re-runs itself under Debian's tcmalloc when it is installed (measured 1.9x
+    faster on Lite0 on CPU, cli.use_fast_allocator); SPARSEATTACK_ALLOCATOR=system or a set
+    LD_PRELOAD keep the process as it is; the preloaded library really loads into Python."""
+    import os
+    import subprocess
+    import sys
+
+    from sparseattack import cli
+
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda exe, argv, env: calls.append((exe, argv, env)))
+    monkeypatch.setattr(cli, "_tcmalloc_path", lambda: "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(sys, "argv", ["sparseattack", "eval", "--methods", "sapf"])
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("SPARSEATTACK_ALLOCATOR", raising=False)
+    cli.use_fast_allocator()
+    assert len(calls) == 1
+    exe, argv, env = calls[0]
+    assert argv == [sys.executable, "-m", "sparseattack", "eval", "--methods", "sapf"]
+    assert env["LD_PRELOAD"].endswith("libtcmalloc_minimal.so.4") and env["SPARSEATTACK_ALLOCATOR"] != "tcmalloc"
+    for name, value in (("SPARSEATTACK_ALLOCATOR", "system"), ("LD_PRELOAD", "/some/lib.so")):
+        monkeypatch.setenv(name, value)
+        cli.use_fast_allocator()
+        monkeypatch.delenv(name)
+    assert len(calls) == 1, "an opt-out or a chosen LD_PRELOAD must not re-execute"
+    monkeypatch.setattr(cli, "_tcmalloc_path", lambda: None)
+    cli.use_fast_allocator()
+    assert len(calls) == 1, "no tcmalloc installed: nothing to do"
+    monkeypatch.undo()
+    lib = cli._tcmalloc_path()
+    if lib:  # installed here (make setup): a Python under it runs and has it mapped
+        out = subprocess.run([sys.executable, "-c", "print('tcmalloc' in open('/proc/self/maps').read())"],
+                             capture_output=True, text=True, env={**os.environ, "LD_PRELOAD": lib}, timeout=60)
+        assert out.stdout.strip() == "True", out.stderr

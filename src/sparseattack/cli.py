@@ -554,7 +554,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+TCMALLOC = "libtcmalloc_minimal.so.4"
+
+
+def _tcmalloc_path() -> str | None:
+    """Debian's libtcmalloc-minimal4 (`make setup` installs it), if present."""
+    import glob
+
+    found = glob.glob(f"/usr/lib/*-linux-gnu/{TCMALLOC}") + glob.glob(f"/usr/lib/{TCMALLOC}")
+    return found[0] if found else None
+
+
+def use_fast_allocator() -> None:
+    """Re-run this command under tcmalloc when it is installed and no allocator was chosen.
+
+    Measured with `benchmarks/overhead.py --parts allocator` (SAPF on EfficientNet-Lite0, batch 50,
+    one CPU thread): glibc's malloc 4.8-4.9 gradient evaluations/s, glibc with a fixed mmap
+    threshold 4.6, jemalloc 2.5, tcmalloc 9.0 (benchmarks/results/overhead_cpu.md): PyTorch's CPU
+    kernels allocate and free large buffers at every pass, which glibc returns to the kernel and
+    faults back in. SPARSEATTACK_ALLOCATOR=system keeps the system allocator; a set LD_PRELOAD is
+    respected. Linux only; only the command-line entry points call this (not the Python API)."""
+    import os
+
+    if (sys.platform != "linux" or os.environ.get("SPARSEATTACK_ALLOCATOR", "tcmalloc") != "tcmalloc"
+            or os.environ.get("LD_PRELOAD")):
+        return
+    lib = _tcmalloc_path()
+    if lib is None:
+        return
+    env = dict(os.environ, LD_PRELOAD=lib, SPARSEATTACK_ALLOCATOR="tcmalloc (preloaded)",
+               TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=str(1 << 40))
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "sparseattack", *sys.argv[1:]], env)
+    except OSError:  # cannot re-execute: carry on with the system allocator
+        return
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        use_fast_allocator()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
