@@ -88,3 +88,27 @@ def test_budgets_state_their_size():
     assert BUDGETS["quick"].fmnist_images >= 2 and BUDGETS["full"].fmnist_images == 1000
     for b in BUDGETS.values():
         assert b.note
+
+
+def test_quick_budget_caps_only_the_slow_methods_on_fmnist():
+    from sparseattack.reproduce import _suite_caps
+
+    quick = BUDGETS["quick"]
+    assert _suite_caps(quick, "fmnist", "strattack") == {"binary_search_steps": 3, "refine_steps": 1000}
+    assert _suite_caps(quick, "fmnist", "cw-linf")["steps"] == 100
+    # C&W-l0 sets the matched k and SAPF is the method under test: both run at their defaults
+    assert _suite_caps(quick, "fmnist", "cw-l0") == {} and _suite_caps(quick, "fmnist", "sapf") == {}
+    assert _suite_caps(quick, "imagenet", "sapf")["polish_steps"] == 100
+    assert _suite_caps(quick, "imagenet", "cw-l0")["steps"] == 100
+    assert _suite_caps(BUDGETS["full"], "imagenet", "strattack") == {}
+
+
+def test_parallel_suites_keep_a_finished_suite_when_the_other_fails(tmp_path):
+    """--jobs 2 runs each suite in its own process: the ImageNet suite's bad folder is reported as
+    the clear error it is, and the Fashion-MNIST suite, run beside it, keeps its records."""
+    with pytest.raises(ValidationError, match="labels.csv"):
+        reproduce("all", "tiny", tmp_path / "r", progress=False, jobs=2, imagenet_data=tmp_path / "empty")
+    records = read_records(tmp_path / "r" / "fmnist" / "table1.jsonl")
+    assert {r["method"] for r in records} >= {"C&W-l0", "SAPF", "StrAttack"}
+    with pytest.raises(ValidationError, match="--jobs"):
+        reproduce("fmnist", "tiny", tmp_path / "r2", jobs=0)

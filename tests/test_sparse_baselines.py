@@ -253,6 +253,24 @@ def test_corner_search_respects_k_and_linf_cap(fmnist_model, easy):
     assert ok.sum() >= 1 and not ok.all() and counter.gradients == 0
 
 
+def test_corner_search_float_output_is_already_8_bit(fmnist_model, easy):
+    """Without an l_inf cap CornerSearch sets pixels to box corners (0 or 1 per channel, on the grid
+    at any image size) and leaves the rest bit-identical: its float output is its 8-bit output, so
+    every float success survives the 8-bit round trip by construction (why the 8-bit survival
+    benchmark needs no ImageNet run of it: its one-pixel stage ranks all 401,408 corner images)."""
+    x, y, _ = easy
+    with torch.no_grad():
+        tops = fmnist_model(x[:1]).scatter(1, y[:1, None], float("-inf")).topk(4, 1).indices
+    xs, ts = x[:1].expand(4, -1, -1, -1).clone(), tops.flatten()
+    kwargs = dict(targeted=True, k=8, steps=30, eval_batch=128)
+    floats = corner_search(fmnist_model, xs, ts, quantize=False, **kwargs)
+    changed = floats != xs
+    assert changed.any()
+    assert torch.equal(quantize(floats), floats)
+    assert set(floats[changed].unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(corner_search(fmnist_model, xs, ts, **kwargs), floats)
+
+
 def test_pgd_l0_linf_respects_both_balls(fmnist_model, easy):
     x, y, t = easy
     counter = CountingModel(fmnist_model)

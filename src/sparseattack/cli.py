@@ -386,7 +386,7 @@ def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
     path = reproduce(args.suite, args.budget, args.out, device=args.device, imagenet_data=args.imagenet_data,
-                     backend=args.backend, address=args.address)
+                     backend=args.backend, address=args.address, jobs=args.jobs)
     print(f"\nREPRODUCTION.md: {path}  (tables: {path.parent}/SUITE/tables, figures: {path.parent}/SUITE/figures)")
     return 0
 
@@ -542,10 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     command("reproduce", cmd_reproduce, "every table, figure and analysis of both papers, and REPRODUCTION.md "
             "(resumable)", [
                 ("--suite", "all", "fmnist, imagenet or all", {"choices": ["fmnist", "imagenet", "all"]}),
-                ("--budget", "quick", "quick (small slices, ~30 min on 2 CPU cores), full (the papers' protocol) "
+                ("--budget", "quick", "quick (small slices, under 30 min on 2 CPU cores), full (the papers' protocol) "
                  "or tiny (plumbing check)", {"choices": ["tiny", "quick", "full"]}),
                 ("--out", "outputs/reproduce", "output directory (rerun with the same one to resume)"),
                 ("--imagenet-data", str(IMAGENET_SAMPLE), "ImageNet image folder with labels.csv"),
+                ("--jobs", None, "suites run at once, one process each (default: one per suite up to the "
+                 "CPU count, on the CPU with the local backend)", {"type": int}),
                 *backend_options], parents=(device,))
     sub.add_parser("models", parents=[device], help="list registered models").set_defaults(func=cmd_models)
     at = sub.add_parser("attacks", parents=[device], help="list attack methods, or one method's parameters")
