@@ -56,7 +56,7 @@ SETTINGS = {
                  "sapf-gs": {"k": 2000}, "sapf-vi": {"k": 2000}, "ifgsm": {"eps": 0.03},
                  "ifgm-l2": {"eps": 3.0}, "fgsm": {"eps": 0.03}, "fgm": {"eps": 5.0},
                  "corner-search": {"steps": 200}, "one-pixel": {"popsize": 100, "steps": 30},
-                 # capped on ImageNet: C&W-l0 fixes at most ~67 of the 50,176 pixels per round (hundreds
+                 # capped on ImageNet: C&W-l0 fixes at most 68 of the 50,176 pixels per round (hundreds
                  # of rounds to the end); C&W-linf's tau loop runs up to 53 solves of up to 1000 steps at
                  # its defaults (hours per pair on a CPU core); survival concerns the finish of their output
                  "cw-l0": {"max_rounds": 100},

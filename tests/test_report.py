@@ -34,8 +34,8 @@ def test_fig4_trends_follow_the_papers_directions():
 
 
 def test_strattack_table1_orderings():
-    table = {"sapf": _row(1.0, 38), "strattack": _row(1.0, 120), "strattack-overlap": _row(1.0, 150), "fgm-search": _row(0.3, 460),
-             "ifgsm-search": _row(1.0, 590), "cw-l2": _row(1.0, 490), "cw-linf": _row(1.0, 650)}
+    table = {"sapf": _row(1.0, 38), "strattack": _row(1.0, 120), "strattack-overlap": _row(1.0, 150),
+             "fgm-search": _row(0.3, 460), "ifgsm-search": _row(1.0, 590), "cw-l2": _row(1.0, 490), "cw-linf": _row(1.0, 650)}
     got = _verdicts({"table1": table, "k": 38}, "")
     assert got["StrAttack perturbs fewer entries than FGM, IFGSM and the dense C&W attacks"][0] == REPRODUCED
     assert got["Overlapping groups give a less sparse StrAttack"][0] == REPRODUCED

@@ -90,7 +90,7 @@ def test_budgets_state_their_size():
         assert b.note
 
 
-def test_quick_budget_caps_only_the_slow_methods_on_fmnist():
+def test_quick_budget_shrinks_only_the_slow_methods_on_fmnist():
     from sparseattack.reproduce import _suite_caps
 
     quick = BUDGETS["quick"]

@@ -144,7 +144,8 @@ def _strattack_table1_claims(facts: dict, suite: str) -> list[tuple]:
         ok = all(fgm["asr"] <= r["asr"] for r in rivals.values())
         out.append((f"FGM has the lowest ASR (StrAttack Table 1; {suite})",
                     "average ASR MNIST 35.8% vs 100% (IFGSM, C&W, StrAttack); ImageNet 2% vs 100%",
-                    f"FGM {100 * fgm['asr']:.0f}% vs " + ", ".join(f"{m} {100 * r['asr']:.0f}%" for m, r in rivals.items()),
+                    f"FGM {100 * fgm['asr']:.0f}% vs "
+                    + ", ".join(f"{m} {100 * r['asr']:.0f}%" for m, r in rivals.items()),
                     REPRODUCED if ok else NOT_REPRODUCED, "" if ok else "a rival has a lower ASR"))
     return out
 

@@ -413,7 +413,8 @@ def figures_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> None
     gs = {}
     for lam in (0.0, 10.0):
         suite.step(f"Fig. 3: SAPF-GS lambda2 = {lam:g}")
-        params = {"preset": "fast", "lambda2": lam, **_budget(k, x), **_gs(x), **_suite_caps(suite.budget, suite.name, "sapf-fast")}
+        params = {"preset": "fast", "lambda2": lam, **_budget(k, x), **_gs(x),
+                  **_suite_caps(suite.budget, suite.name, "sapf-fast")}
         recs = _run(suite, model, "sapf-gs", one, lab, jsonl="figures.jsonl", name=f"SAPF-GS lambda2={lam:g}", ids=[first],
                     images=1, targets=1, adv=f"fig3/lambda2-{lam:g}", **params)
         gs[lam] = recs[0]
@@ -429,7 +430,8 @@ def figures_step(suite: Suite, model, x, y, runs: dict[str, list[dict]]) -> None
     vi, vi_deltas = {}, {}
     for strategy in ("uniform", "variance", "variance-mean"):
         suite.step(f"Fig. 5: SAPF-VI weights = {strategy}")
-        params = {"weights": strategy, **_budget(k, x), **_suite_caps(suite.budget, suite.name, "sapf-fast")}
+        params = {"weights": strategy, **_budget(k, x),
+                  **_suite_caps(suite.budget, suite.name, "sapf-fast")}
         recs = _run(suite, model, "sapf-vi", one, lab, jsonl="figures.jsonl", name=f"SAPF-VI weights={strategy}", ids=[first],
                     images=1, targets=1, adv=f"fig5/{strategy}", **params)
         vi[strategy] = recs[0]
@@ -656,7 +658,7 @@ def reproduce(suite: str = "all", budget: str = "quick", out: str | Path = "outp
     names = SUITES if suite == "all" else (suite,)
     if jobs is None:
         jobs = min(len(names), os.cpu_count() or 1) if device == "cpu" and backend == "local" else 1
-    if not isinstance(jobs, int) or jobs < 1:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValidationError(f"--jobs must be a positive integer, got {jobs!r}")
     kwargs = dict(device=device, progress=progress, imagenet_data=Path(imagenet_data), backend=backend,
                   address=address)
