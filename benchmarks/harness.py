@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -167,8 +168,15 @@ def _named(fn: Callable, name: str) -> Callable:
 def _adv_lib_module(module: str):
     """adv-lib's `adv_lib.attacks.<module>` without running `adv_lib/attacks/__init__.py` (which
     imports every attack, some needing torchvision) and, where visdom is missing, with a stand-in
-    for the (unused) visdom logger type its modules annotate callbacks with."""
+    for the (unused) visdom logger type its modules annotate callbacks with. ALMA's module imports
+    adv-lib's LPIPS distance, which imports torchvision (no CPU build here); where torchvision is
+    missing, an empty stand-in lets it load, and only the LPIPS distance (never used here) fails."""
     import adv_lib
+    stand_in = module == "augmented_lagrangian" and importlib.util.find_spec("torchvision") is None
+    if stand_in:
+        vision = types.ModuleType("torchvision")
+        vision.models = types.ModuleType("torchvision.models")
+        sys.modules.update({"torchvision": vision, "torchvision.models": vision.models})
     try:
         import adv_lib.utils.visdom_logger  # noqa: F401
     except ImportError:
@@ -179,7 +187,12 @@ def _adv_lib_module(module: str):
         package = types.ModuleType("adv_lib.attacks")
         package.__path__ = [str(Path(adv_lib.__path__[0]) / "attacks")]
         sys.modules["adv_lib.attacks"] = package
-    return importlib.import_module(f"adv_lib.attacks.{module}")
+    try:
+        return importlib.import_module(f"adv_lib.attacks.{module}")
+    finally:
+        if stand_in:  # loaded: take the stand-in away again so nothing else mistakes it for torchvision
+            sys.modules.pop("torchvision", None)
+            sys.modules.pop("torchvision.models", None)
 
 
 def adv_lib_attack(module: str, function: str) -> Callable:

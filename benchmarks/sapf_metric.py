@@ -5,8 +5,9 @@ Pairs: the first `--images` correctly classified Fashion-MNIST test images x the
 the shipped net (the pairs of benchmarks/strattack.py, sparse_baselines.py and sapf.py).
 
 References, on the same pairs and model, each at its defaults: adv-lib's StrAttack (c = 0.5,
-Appendix F's for MNIST) and ours (`strattack`, refined) from benchmarks/strattack.py; our C&W-l0 (always
-run here: its default largest_const changed after sparse_baselines.py's run); adv-lib's FMN-l0 (targeted) and sigma-zero (untargeted, the first
+Appendix F's for MNIST) and ours (`strattack`, refined) from benchmarks/strattack.py; our C&W-l0
+(run by this script into sapf_metric_references.jsonl: its default largest_const changed after
+sparse_baselines.py's run); adv-lib's FMN-l0 (targeted) and sigma-zero (untargeted, the first
 `--images` images) from sparse_baselines.py's peer runs; SAPF's paper preset at k = 80 on the first
 10 images from sapf.py. By default their records are read from those benchmarks' committed JSONL
 files (`REFERENCES`; each table says which file a row comes from, and a reference with a pair
@@ -14,8 +15,16 @@ missing is an error); `--rerun-references` runs them here instead (adv-lib from 
 the paper preset costs ~2 minutes per pair on one core).
 
 SAPF rows, run here with the default preset (records in sapf_metric.jsonl, resumed by
-configuration): at k = each reference's mean l0 (rounded), at k = 80 against the paper preset, and
-`find_min_k` (one shrinking run per pair) targeted against FMN-l0 and untargeted against sigma-zero.
+configuration): at k = each reference's mean l0 (rounded); in the paper's protocol against C&W-l0
+(Sec. 4.1: a pair that fails at k is attacked again at a larger k, `k_growth` = K_GROWTH, until it
+succeeds; the start k0 is the largest, from C&W-l0's mean l0 down, whose mean l0 stays at most
+C&W-l0's); at k = 80 against the paper preset; and `find_min_k` (one shrinking run per pair)
+targeted against FMN-l0 and untargeted against sigma-zero.
+
+The dense floor (records in sapf_metric_dense.jsonl): adv-lib's DDN, ALMA and FMN-l2 at 1000 steps
+and our C&W-l2 (strattack.jsonl) attack the same pairs with no sparsity constraint; per pair the
+smallest l2 any of them finds bounds from below (up to their optimality) the l2 of every attack
+with l0 <= k, so its mean over StrAttack's mean l2 is the lowest ratio an equal-l0 SAPF can reach.
 
     OMP_NUM_THREADS=1 python benchmarks/sapf_metric.py            # writes sapf_metric.md
 
@@ -30,6 +39,7 @@ plumbing check only (its tables say so).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -39,6 +49,7 @@ import torch
 from harness import (FMNIST_MODEL, IMAGENET_SAMPLE, RESULTS, Subset, add_device, adv_lib_attack, argument_parser, fashion_mnist,
                      first_correct, format_value, imagenet_sample, run_protocol, table1, untargeted, write_text)
 from sparseattack import models
+from sparseattack.eval.config import model_fingerprint
 from sparseattack.attacks.sapf import DEFAULT_PRESET, find_min_k
 
 # label -> (committed JSONL, method name in it, how to rerun it here: (method, parameters))
@@ -47,8 +58,9 @@ REFERENCES = {
                             (lambda: adv_lib_attack("structured_adversarial_attack", "str_attack"),
                              {"initial_const": 0.5})),
     "StrAttack (ours)": ("strattack.jsonl", "StrAttack", ("strattack", {"refine": True})),
-    # its default largest_const changed (20 -> C&W's 2e6) after sparse_baselines.py's run: always run here
-    "C&W-l0": (None, None, ("cw-l0", {})),
+    # run by this script (its default largest_const changed, 20 -> C&W's 2e6, after sparse_baselines.py's run),
+    # when the shipped net was still called fmnist-cw (its weights are today's fmnist-cw-v1: same fingerprint)
+    "C&W-l0": ("sapf_metric_references.jsonl", "C&W-l0", ("cw-l0", {})),
     "FMN-l0 (adv-lib)": ("sparse_baselines_peers.jsonl", "adv-lib FMN-ℓ0",
                          (lambda: adv_lib_attack("fast_minimum_norm", "fmn"), {"norm": 0, "steps": 300})),
     "sigma-zero (adv-lib, untargeted)": ("sparse_baselines_fmnist_sigma-zero-untargeted--adv-lib.jsonl", None,
@@ -78,6 +90,10 @@ def reference(label: str, args, model, data: Subset, pairs_of: set) -> list[dict
         recs = [r for r in _read(RESULTS / file, method)
                 if (r["image"], r.get("target")) in pairs_of or (untargeted_run and r["image"] in data.ids)]
         source = f"records of benchmarks/results/{file}"
+        made_on = {r["config"]["model_sha256"] for r in recs if "config" in r}
+        if made_on - {model_fingerprint(model)}:
+            raise SystemExit(f"{label}: {file} was made on another model (weights {sorted(made_on)}, this one "
+                             f"{model_fingerprint(model)}); use --rerun-references")
         if not untargeted_run and label != "SAPF paper preset, k = 80" and len(recs) != len(pairs_of):
             raise SystemExit(f"{label}: {file} has {len(recs)} of the {len(pairs_of)} pairs; use --rerun-references")
     for r in recs:
@@ -119,6 +135,65 @@ def min_k_line(name: str, recs: list[dict]) -> str:
 def min_k_attack(model, inputs, labels, targeted=False, **kw):
     """`find_min_k` as an attack (its tensor output), for the protocol's records."""
     return find_min_k(model, inputs, labels, targeted=targeted, **kw).adv
+
+
+K_GROWTH = 1.1  # the paper protocol's k ladder: a pair that fails at k is attacked again at ceil(1.1 k)
+
+# The dense floor: minimum-l2 attacks with no sparsity constraint, each at 1000 steps, on the same pairs.
+# Any attack restricted to l0 <= k has an l2 at least the smallest dense one (up to these solvers'
+# optimality), so mean(best dense l2) / mean(StrAttack's l2) is the lowest ratio goal 1 can reach.
+DENSE = {"DDN (adv-lib, 1000 steps)": (lambda: adv_lib_attack("decoupled_direction_norm", "ddn"), {"steps": 1000}),
+         "ALMA-l2 (adv-lib, 1000 steps)": (lambda: adv_lib_attack("augmented_lagrangian", "alma"), {"num_steps": 1000}),
+         "FMN-l2 (adv-lib, 1000 steps)": (lambda: adv_lib_attack("fast_minimum_norm", "fmn"), {"norm": 2, "steps": 1000})}
+DENSE_RECORDS = {"C&W-l2 (ours, defaults)": ("strattack.jsonl", "C&W-l2")}
+
+
+def paper_protocol(model, data: Subset, jsonl: Path, cw_l0: list[dict], name: str, common: dict) -> list[str]:
+    """Goal 2 in the paper's protocol (Sec. 4.1: the lp bound grows until the attack succeeds, and
+    Table 1 reports the mean l0 at 100% ASR): SAPF with `k_growth` = K_GROWTH from a start k0, the
+    largest k0 (from C&W-l0's mean l0 down) whose mean l0 is at most C&W-l0's."""
+    target = mean(cw_l0, "l0")
+    k0, tried = round(target), []
+    while True:
+        recs = run_protocol(model, "sapf", data, jsonl, f"{name}, k from {k0} x {K_GROWTH}", k=k0,
+                            k_growth=K_GROWTH, **common)
+        tried.append(f"k0 = {k0}: ASR {format_value('asr', asr(recs))}, mean l0 {format_value('l0', mean(recs, 'l0'))}")
+        if mean(recs, "l0") <= target or k0 <= 1:
+            break
+        k0 -= max(1, math.ceil(mean(recs, "l0") - target))
+    fixed_k = sum(r["l0"] <= k0 for r in recs if r["success"])
+    return [f"## The paper's protocol: k from k0, x {K_GROWTH} for each pair that fails, mean l0 <= C&W-l0's "
+            f"({format_value('l0', target)})\n",
+            "Sec. 4.1: \"we keep increasing the upper bound of lp-norm of perturbations until the attack is "
+            "success\"; Table 1 then reports the mean l0 of a 100% ASR. Starts tried: " + "; ".join(tried)
+            + f". {fixed_k} of the {len(recs)} pairs succeed within k0 = {k0}.\n",
+            table1(cw_l0 + recs), "", ratio_line(f"{name}, k from {k0} x {K_GROWTH}", recs, cw_l0, "C&W-l0"), ""]
+
+
+def dense_floor(model, data: Subset, refs: dict, common: dict, out: Path) -> list[str]:
+    """The dense minimum-l2 floor under goal 1 (see DENSE); records in `out`."""
+    runs = {label: run_protocol(model, how(), data, out, label, **params, **common)
+            for label, (how, params) in DENSE.items()}
+    key = lambda r: (r["image"], r.get("target"))  # noqa: E731
+    for label, (file, method) in DENSE_RECORDS.items():
+        runs[label] = [r for r in _read(RESULTS / file, method) if key(r) in {key(q) for q in refs["C&W-l0"][0]}]
+    pairs = [key(r) for r in refs["C&W-l0"][0]]
+    by = {label: {key(r): r for r in recs} for label, recs in runs.items()}
+    floor = {p: min((by[label][p]["l2"] for label in by if by[label][p]["success"]), default=math.nan) for p in pairs}
+    lines = ["## The dense floor under goal 1: minimum-l2 attacks without a sparsity constraint\n",
+             "| method | ASR | mean l2 | mean l0 | grads/pair |", "|---|---|---|---|---|"]
+    for label, recs in runs.items():
+        lines.append(f"| {label} | {format_value('asr', asr(recs))} | {format_value('l2', mean(recs, 'l2'))} | "
+                     f"{format_value('l0', mean(recs, 'l0'))} | {format_value('gradients', mean(recs, 'gradients'))} |")
+    best = sum(floor.values()) / len(pairs)
+    lines.append(f"| best of these per pair | - | {format_value('l2', best)} | - | - |")
+    lines.append("")
+    for label in ("StrAttack (adv-lib)", "StrAttack (ours)"):
+        ref = refs[label][0]
+        lines.append(f"- Best dense l2 / {label}'s l2, mean over the {len(pairs)} pairs: "
+                     f"{format_value('ratio', best / (sum(r['l2'] for r in ref) / len(ref)))} "
+                     f"(StrAttack's mean l0 {format_value('l0', mean(ref, 'l0'))} of 784 entries)")
+    return lines + [""]
 
 
 def imagenet_part(args) -> list[str]:
@@ -194,6 +269,9 @@ def main() -> None:
         recs = run_protocol(model, "sapf", data, jsonl, f"{name}, k = {k}", k=k, **common)
         report += [f"## Equal l0: k = {k}, the mean l0 of {label}\n", table1(ref + recs), "",
                    ratio_line(f"{name}, k = {k}", recs, ref, label), ""]
+
+    report += paper_protocol(model, data, jsonl, refs["C&W-l0"][0], name, common)
+    report += dense_floor(model, data, refs, common, jsonl.with_name("sapf_metric_dense.jsonl"))
 
     paper = refs["SAPF paper preset, k = 80"][0]
     fast = run_protocol(model, "sapf", data, jsonl, f"{name}, k = 80", k=80, **common)
