@@ -30,7 +30,9 @@ capped row are scaled to the defaults' measured gradient count, and the table sa
 
     python benchmarks/overhead.py --device cuda                 # GPU machine: all parts
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --device cpu --threads 1
-Records: --out/overhead_DEVICE.jsonl (one row per measurement); table: overhead_DEVICE.md.
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py --device cpu --parts memory --tag cpu_memory
+Records: --out/overhead_DEVICE.jsonl (one row per measurement); table: overhead_DEVICE.md (--tag
+names them instead of DEVICE).
 """
 from __future__ import annotations
 
@@ -140,7 +142,9 @@ def _pairs(part: str, device: torch.device, n: int, data: Path):
     else:
         model = models.load("efficientnet-lite0", device)
         x, y = imagenet_sample(data)
-        subset = first_correct(model, x, y, max(1, -(-n // 4)))
+        # a few images per forward pass: the memory part's children measure their peak RSS, which
+        # classifying all 100 sample images at once (about 2.5 GB) would set before the attack runs
+        subset = first_correct(model, x, y, max(1, -(-n // 4)), chunk=4)
         x, y, t = pair_tensors(model, subset, 4, seed=0)
     return model, x[:n], y[:n], t[:n]
 
@@ -448,6 +452,8 @@ def main() -> None:
     ap.add_argument("--allocator-batch", type=int, default=50)
     ap.add_argument("--imagenet-data", type=Path, default=IMAGENET_SAMPLE, help="default: %(default)s")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
+    ap.add_argument("--tag", default=None, help="files overhead_TAG.jsonl/.md (default: the device type; give "
+                    "another to run some parts without replacing that device's full tables)")
     args = ap.parse_args()
     set_threads(args.threads)
     global PLUMBING
@@ -470,7 +476,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"[overhead] {data} {method} batch {len(x)}: outside model {100 * row['outside_share']:.1f}%, "
                       f"rate {row['rate_ratio']:.2f}x bare", flush=True)
-    tag = device.type
+    tag = args.tag or device.type
     command = "python benchmarks/overhead.py " + " ".join(sys.argv[1:])
 
     def save() -> str:  # after every part: a killed run keeps what it measured
