@@ -465,3 +465,27 @@ def test_k_growth_retries_only_failures_until_success(fmnist_model, pairs16):
     for bad in (1.0, 0.5, True, "2"):
         with pytest.raises(ValueError, match="k_growth"):
             sapf(fmnist_model, x[:1], t[:1], targeted=True, k=5, k_growth=bad, **CONT)
+
+
+def test_k_slack_spends_the_budget_where_it_is_needed(fmnist_model, pairs16):
+    """k_slack: find_min_k's support m per pair, then SAPF at min(k, ceil(k_slack m)), keeping the
+    smaller-norm success: l0 <= k holds exactly, every pair find_min_k fools is fooled, with an l2
+    no larger than find_min_k's, and the slack spends fewer than k entries on the pairs that need
+    few."""
+    x, _, t = pairs16
+    x, t = x[:8], t[:8]
+    mink = find_min_k(fmnist_model, x, t, targeted=True, k_max=120, **CONT)
+    adv = sapf(fmnist_model, x, t, targeted=True, k=120, k_slack=1.5, **CONT)
+    ok = _check_finished(fmnist_model, x, adv, t, k=120)
+    found = mink.budget > 0
+    assert found.sum() >= 6 and (ok | ~found).all()
+    l2 = (adv - x).flatten(1).norm(dim=1)
+    l2_min = (mink.adv - x).flatten(1).norm(dim=1)
+    assert (l2[found] <= l2_min[found] * (1 + 1e-6)).all()
+    l0 = (adv - x).flatten(1).ne(0).sum(1)
+    assert (l0[found] <= torch.ceil(1.5 * mink.budget[found]).clamp(max=120)).all()
+    for bad in (0.5, True, "2"):
+        with pytest.raises(ValueError, match="k_slack"):
+            sapf(fmnist_model, x[:1], t[:1], targeted=True, k=5, k_slack=bad, **CONT)
+    with pytest.raises(ValueError, match="k_slack needs a continuation"):
+        sapf(fmnist_model, x[:1], t[:1], targeted=True, k=5, k_slack=1.5, **TINY)
