@@ -5,14 +5,17 @@ Pairs: the first `--images` correctly classified Fashion-MNIST test images x the
 the shipped net (the pairs of benchmarks/strattack.py, sparse_baselines.py and sapf.py).
 
 References, on the same pairs and model, each at its defaults: adv-lib's StrAttack (c = 0.5,
-Appendix F's for MNIST) and ours (`strattack`, refined) from benchmarks/strattack.py; our C&W-l0
-(run by this script into sapf_metric_references.jsonl: its default largest_const changed after
-sparse_baselines.py's run); adv-lib's FMN-l0 (targeted) and sigma-zero (untargeted, the first
+Appendix F's for MNIST) from benchmarks/strattack.py; ours (`strattack`, refined), run by this
+script into sapf_metric_rerun.jsonl (its default refinement became the minimal-l2 solve after
+strattack.py's run; ours with the paper's ADMM refinement is strattack.py's record, shown beside
+it: goal 5, the references at full strength); our C&W-l0 from sapf_metric_references.jsonl (an
+earlier run of this script: its default largest_const changed after sparse_baselines.py's run);
+adv-lib's FMN-l0 (targeted) and sigma-zero (untargeted, the first
 `--images` images) from sparse_baselines.py's peer runs; SAPF's paper preset at k = 80 on the first
 10 images from sapf.py. By default their records are read from those benchmarks' committed JSONL
 files (`REFERENCES`; each table says which file a row comes from, and a reference with a pair
 missing is an error); `--rerun-references` runs them here instead (adv-lib from the `bench` extra;
-the paper preset costs ~2 minutes per pair on one core).
+the paper preset costs ~2 minutes per pair on one core), into sapf_metric_rerun.jsonl.
 
 SAPF rows, run here with the default preset (records in sapf_metric.jsonl, resumed by
 configuration): at k = each reference's mean l0 (rounded); in the paper's protocol against C&W-l0
@@ -34,7 +37,8 @@ sample images x 2 seeded targets, both StrAttacks run here at Appendix F's Image
 (c = 2.5, 13 x 13 groups, stride 13; ours picks that group size itself at ImageNet size), then
 SAPF at k = each one's mean l0 (records: sapf_metric_imagenet.jsonl, tables:
 sapf_metric_imagenet.md). `--imagenet-steps N` caps every attack's iterations at N, for a
-plumbing check only (its tables say so).
+plumbing check only (its tables say so). Its committed records of our StrAttack predate the
+minimal-l2 refinement (they were refined by ADMM), so a rerun needs a fresh --out.
 """
 from __future__ import annotations
 
@@ -57,7 +61,11 @@ REFERENCES = {
     "StrAttack (adv-lib)": ("strattack.jsonl", "adv-lib str_attack",
                             (lambda: adv_lib_attack("structured_adversarial_attack", "str_attack"),
                              {"initial_const": 0.5})),
-    "StrAttack (ours)": ("strattack.jsonl", "StrAttack", ("strattack", {"refine": True})),
+    # run by this script: its default refinement became the minimal-l2 solve after strattack.py's run
+    "StrAttack (ours)": (None, None, ("strattack", {"refine": True})),
+    # strattack.py's run of ours, refined by the paper's ADMM (21)-(22) (today refine_solver='admm')
+    "StrAttack (ours, ADMM refinement)": ("strattack.jsonl", "StrAttack", ("strattack", {"refine": True,
+                                                                                     "refine_solver": "admm"})),
     # run by this script (its default largest_const changed, 20 -> C&W's 2e6, after sparse_baselines.py's run),
     # when the shipped net was still called fmnist-cw (its weights are today's fmnist-cw-v1: same fingerprint)
     "C&W-l0": ("sapf_metric_references.jsonl", "C&W-l0", ("cw-l0", {})),
@@ -80,7 +88,7 @@ def reference(label: str, args, model, data: Subset, pairs_of: set) -> list[dict
     untargeted_run = "untargeted" in label
     if args.rerun_references or file is None:
         fn = how() if callable(how) else how
-        out = args.out / "sapf_metric_references.jsonl"
+        out = args.out / "sapf_metric_rerun.jsonl"  # resumed by configuration
         if untargeted_run:
             recs = untargeted(model, fn, data, out, label, **params)
         else:
@@ -213,6 +221,19 @@ def dense_floor(model, data: Subset, refs: dict, common: dict, out: Path) -> lis
     return lines + [""]
 
 
+def full_strength(refs: dict) -> list[str]:
+    """Goal 5: our StrAttack against adv-lib's on the same pairs, each at its defaults (and ours
+    with the paper's ADMM refinement), and C&W-l0's ASR."""
+    adv_lib = refs["StrAttack (adv-lib)"][0]
+    lines = ["## The references at full strength\n",
+             table1(adv_lib + refs["StrAttack (ours)"][0] + refs["StrAttack (ours, ADMM refinement)"][0]), ""]
+    for label in ("StrAttack (ours)", "StrAttack (ours, ADMM refinement)"):
+        lines.append(ratio_line(label, refs[label][0], adv_lib, "StrAttack (adv-lib)"))
+    cw = refs["C&W-l0"][0]
+    lines += [f"- C&W-l0: ASR {format_value('asr', asr(cw))} on the {len(cw)} pairs", ""]
+    return lines
+
+
 def imagenet_part(args) -> list[str]:
     """Equal l0 on EfficientNet-Lite0 against adv-lib's and our StrAttack (see the module docstring)."""
     net = models.load("efficientnet-lite0", args.device)
@@ -287,6 +308,7 @@ def main() -> None:
         report += [f"## Equal l0: k = {k}, the mean l0 of {label}\n", table1(ref + recs), "",
                    ratio_line(f"{name}, k = {k}", recs, ref, label), ""]
 
+    report += full_strength(refs)
     report += paper_protocol(model, data, jsonl, refs["C&W-l0"][0], name, common)
     report += dense_floor(model, data, refs, common, jsonl.with_name("sapf_metric_dense.jsonl"))
 

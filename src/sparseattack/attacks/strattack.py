@@ -29,6 +29,8 @@ split as (4) into z = delta = w = y and solved by ADMM on the augmented Lagrangi
             delta = min(max(rho / (2 gamma + rho) a, lo), hi), 0 on S_sigma             (21)
             z'    = (eta_it z + rho a' - grad f(x0 + z)) / (eta_it + rho), 0 on S_sigma  (22)
             u += rho (delta - z')
+        (refine_solver='admm'; the default 'minimal_l2' solves (20) on the same support as the
+        smallest-l2 success directly, `ops.minimal_norm.minimal_l2_on_support`, see `strattack`)
     finish: `ops.quantize.finish` with `linf_cap` as its l_inf cap
 
 Overlapping groups (16)-(18) keep only each group's own entries of the copies y_i, v_i (see
@@ -46,6 +48,7 @@ from torch import Tensor, nn
 
 from ..ops.groups import groups_touched, sliding_window_groups, window_sq_sums
 from ..ops.losses import cw_margin_loss, is_adversarial
+from ..ops.minimal_norm import minimal_l2_on_support
 from ..ops.optim import AbortEarly
 from ..ops.quantize import SilentModel, finish, report_float_success
 from ..ops.search import BestAdversarial, TradeoffSearch
@@ -413,7 +416,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
               linf_cap: float | Tensor | None = None, group_size: int | None = None, stride: int | None = None,
               overlap: bool = False, groups: Tensor | None = None, overlap_z_step: str = "entrywise",
               scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, refine: bool = False,
-              sigma_quantile: float = 0.03, refine_binary_search_steps: int = 4,
+              sigma_quantile: float = 0.03, refine_solver: str = "minimal_l2", refine_binary_search_steps: int = 4,
               refine_steps: int = 400, quantize: bool = True) -> Tensor:
     """Batched StrAttack (Xu et al., ICLR 2019): problem (2) by linearized ADMM (9)-(15), overlapping
     groups by (16)-(18), and with `refine` Sec. 4.2's refinement (19)-(22) (module docstring).
@@ -472,10 +475,18 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
         With `refine`: sigma of (19) is this quantile of delta*'s nonzero |entries| (Appendix F: 3%).
+    refine_solver : {'minimal_l2', 'admm'}, default 'minimal_l2'
+        With `refine`: how problem (20) is solved on the fixed support. 'admm' is the paper's
+        (21)-(22) with a search over c (the reproduction); 'minimal_l2' (ours, the default) finds
+        the smallest-l2 success on the support directly (`ops.minimal_norm.minimal_l2_on_support`,
+        `refine_steps` gradient steps from delta*, no search over c): on the 180 Fashion-MNIST pairs
+        of benchmarks/sapf_metric.py its mean l2 is 1.052x adv-lib's StrAttack against 1.08x for
+        'admm' (both at l0 164-165 vs 198), with 7709 gradient evaluations per pair against 8526.
     refine_binary_search_steps : int, default 4
-        With `refine`: steps of the refinement's search over c.
+        With `refine` and 'admm': steps of the refinement's search over c.
     refine_steps : int, default 400
-        With `refine`: ADMM iterations (21)-(22) per value of c.
+        With `refine`: ADMM iterations (21)-(22) per value of c ('admm'), or the minimal-l2
+        solver's steps ('minimal_l2').
     quantize : bool, default True
         End on the 8-bit grid (inside `linf_cap`) via `ops.quantize.finish`; False for float inputs.
 
@@ -508,10 +519,14 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       (18) with the term (PQ - n_j) rho z^k_j; 'entrywise' drops those redundant constraints:
       denominator eta_k + 2 rho + n_j rho with n_j the number of groups covering entry j, which is
       (15) for non-overlapping groups.
-    - Refinement: sigma per pair (the authors' code pools the batch); ADMM (21)-(22) from z = delta*,
+    - Refinement: sigma per pair (the authors' code pools the batch); with 'admm', (21)-(22) from z = delta*,
       u = 0, with a new search over c from the smallest successful c of the main search; 4 x 400
       (the authors' code 8 x 400). A refined result replaces delta* whenever it succeeds (its
       support is a subset); one that does not survive the 8-bit finish falls back to delta*.
+      'minimal_l2' keeps (20)'s support and box but drops its trade-off: gamma ||delta||^2 + c f
+      over a search of c approximates the smallest-l2 success on the support, which the
+      adaptive-radius solver targets directly (it needs gamma > 0: with gamma = 0, Table 2's
+      l_inf refinement, use 'admm').
     - Where the authors' code departs from the equations we follow the equations: its z-step weighs
       a' twice over eta_k + 4 rho, and its refinement uses rho/(rho + gamma/100), a constant eta and
       the gradient at delta instead of z (adv-lib's `str_attack` copies the code).
@@ -523,8 +538,8 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         raise ValidationError(f"overlap_z_step must be 'entrywise' or 'copies', got {overlap_z_step!r}")
     if min(rho, eta) <= 0 or min(tau, gamma, kappa) < 0:
         raise ValidationError("rho and eta must be positive, tau, gamma and kappa non-negative")
-    if refine and not 0 <= sigma_quantile < 1:
-        raise ValidationError(f"sigma_quantile must be in [0, 1), got {sigma_quantile}")
+    if refine:
+        _check_refine(sigma_quantile, refine_solver, gamma)
     x = inputs.detach()
     b, ch, h, w = x.shape
     windows = group_index(h, w, group_size=group_size, stride=stride, overlap=overlap, device=x.device) \
@@ -546,7 +561,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
     refined = _refine(model, x, labels, best.adv, targeted=targeted, initial_const=c_ref,
                       binary_search_steps=refine_binary_search_steps, steps=refine_steps, kappa=kappa, rho=rho,
                       eta=eta, gamma=gamma, lo=lo, hi=hi, sigma_quantile=sigma_quantile, scale_up=scale_up,
-                      abort_early=abort_early, patience=patience)
+                      abort_early=abort_early, patience=patience, solver=refine_solver)
     return _finish_refined(model, x, refined, best.adv, labels, targeted=targeted, quantize=quantize, cap=cap)
 
 
@@ -555,7 +570,8 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
                      initial_const: float | Tensor | None = None, binary_search_steps: int = 4, steps: int = 400,
                      kappa: float = 0.0, rho: float = 1.0, eta: float = 5.0, gamma: float = 1.0,
                      linf_cap: float | Tensor | None = None, sigma_quantile: float = 0.03, scale_up: float = 5.0,
-                     abort_early: bool = True, patience: int = 2, quantize: bool = True) -> Tensor:
+                     abort_early: bool = True, patience: int = 2, solver: str = "minimal_l2",
+                     quantize: bool = True) -> Tensor:
     """Refined StrAttack (Sec. 4.2) of any adversarial `adv`: the sigma-sparse support (19) of
     delta* = adv - inputs, then ADMM (21)-(22) for problem (20) on that fixed support, with a search
     over c. With gamma = 0 this is Table 2's l_inf-bounded refined attack.
@@ -594,6 +610,11 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
         Leave the iterations of a c early, as in `strattack` (objective c f + gamma ||delta||^2).
     patience : int, default 2
         Consecutive stalled checks before a pair aborts.
+    solver : {'minimal_l2', 'admm'}, default 'minimal_l2'
+        'admm': (21)-(22) with the search over c (the paper); 'minimal_l2': the smallest-l2
+        success on the support by `ops.minimal_norm.minimal_l2_on_support` in `steps` steps from
+        delta* (initial_const, binary_search_steps, rho, eta, scale_up, abort_early and patience
+        are then unused); see `strattack`'s `refine_solver`.
     quantize : bool, default True
         End on the 8-bit grid (inside `linf_cap`) via `ops.quantize.finish`; False for float inputs.
 
@@ -613,8 +634,7 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
     check_images(adv, name="adv")
     if adv.shape != inputs.shape:
         raise ValidationError(f"adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(adv.shape)}")
-    if not 0 <= sigma_quantile < 1:
-        raise ValidationError(f"sigma_quantile must be in [0, 1), got {sigma_quantile}")
+    _check_refine(sigma_quantile, solver, gamma)
     if min(rho, eta) <= 0 or min(gamma, kappa) < 0:
         raise ValidationError("rho and eta must be positive, gamma and kappa non-negative")
     if binary_search_steps < 1 or steps < 1:
@@ -625,14 +645,27 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
     refined = _refine(model, x, labels, adv, targeted=targeted, initial_const=initial_const,
                       binary_search_steps=binary_search_steps, steps=steps, kappa=kappa, rho=rho, eta=eta,
                       gamma=gamma, lo=lo, hi=hi, sigma_quantile=sigma_quantile, scale_up=scale_up,
-                      abort_early=abort_early, patience=patience)
+                      abort_early=abort_early, patience=patience, solver=solver)
     return _finish_refined(model, x, refined, adv, labels, targeted=targeted, quantize=quantize, cap=cap)
+
+
+_REFINE_SOLVERS = ("minimal_l2", "admm")
+
+
+def _check_refine(sigma_quantile: float, solver: str, gamma: float) -> None:
+    if not 0 <= sigma_quantile < 1:
+        raise ValidationError(f"sigma_quantile must be in [0, 1), got {sigma_quantile}")
+    if solver not in _REFINE_SOLVERS:
+        raise ValidationError(f"the refinement's solver must be one of {_REFINE_SOLVERS}, got {solver!r}")
+    if solver == "minimal_l2" and gamma == 0:
+        raise ValidationError("gamma = 0 (Table 2's l_inf-bounded refinement) has no l2 term to minimize: "
+                              "use the refinement solver 'admm'")
 
 
 def _refine(model: nn.Module, x: Tensor, labels: Tensor, adv: Tensor, *, targeted: bool,
             initial_const: float | Tensor | None, binary_search_steps: int, steps: int, kappa: float, rho: float,
             eta: float, gamma: float, lo: Tensor, hi: Tensor, sigma_quantile: float, scale_up: float,
-            abort_early: bool, patience: int) -> Tensor:
+            abort_early: bool, patience: int, solver: str) -> Tensor:
     """The refinement (19)-(22) without checks or finish: `adv` with each refined success in place."""
     b, ch, h, w = x.shape
     delta_star = adv - x
@@ -641,6 +674,12 @@ def _refine(model: nn.Module, x: Tensor, labels: Tensor, adv: Tensor, *, targete
     idx = free.flatten(1).any(1).nonzero().flatten()
     out = adv.clone()
     if idx.numel() == 0:
+        return out
+    if solver == "minimal_l2":
+        sol = minimal_l2_on_support(model, x[idx], labels[idx], targeted=targeted, support=free[idx],
+                                    delta=delta_star[idx], steps=steps, lo=lo[idx], hi=hi[idx], kappa=kappa)
+        done = idx[sol.found]
+        out[done] = x[done] + sol.delta[sol.found]
         return out
     if initial_const is None:
         initial_const = default_const(ch, h, w)
