@@ -573,8 +573,9 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
                      abort_early: bool = True, patience: int = 2, solver: str = "minimal_l2",
                      quantize: bool = True) -> Tensor:
     """Refined StrAttack (Sec. 4.2) of any adversarial `adv`: the sigma-sparse support (19) of
-    delta* = adv - inputs, then ADMM (21)-(22) for problem (20) on that fixed support, with a search
-    over c. With gamma = 0 this is Table 2's l_inf-bounded refined attack.
+    delta* = adv - inputs, then problem (20) on that fixed support, by default as its smallest-l2
+    success (`solver='minimal_l2'`), or by the paper's ADMM (21)-(22) with a search over c
+    (`solver='admm'`; with gamma = 0 this is Table 2's l_inf-bounded refined attack).
 
     Parameters
     ----------
