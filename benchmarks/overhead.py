@@ -63,23 +63,40 @@ PLUMBING = False
 
 
 class CallLog(nn.Module):
-    """Passes every call through to `model`, logging (batch size, whether a backward pass ran)."""
+    """Passes every call through to `model`, logging [batch size, whether a backward pass ran,
+    seconds in the forward, seconds in the backward]. The seconds are measured in place (the model's
+    forward timed around the call; its backward from the hook on the logits' gradient, where the
+    backward enters the model, to the hook on the input's gradient, where it leaves): exact on a CPU,
+    whose kernels run synchronously; None on other devices, where the bare loop prices the calls."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, timed: bool = False):
         super().__init__()
         self.model = model
+        self.timed = timed
         self.calls: list[list] = []
         self.train(model.training)
 
     def forward(self, x: Tensor) -> Tensor:
+        start = time.perf_counter()
         out = self.model(x)
-        entry = [x.shape[0], False]
+        entry = [x.shape[0], False, time.perf_counter() - start if self.timed else None, 0.0 if self.timed else None]
         self.calls.append(entry)
         if out.requires_grad:
+            entered = [0.0]
+
             def mark(grad, entry=entry):
                 entry[1] = True
+                entered[0] = time.perf_counter()
             out.register_hook(mark)
+            if self.timed and x.requires_grad:
+                def left(grad, entry=entry):
+                    entry[3] += time.perf_counter() - entered[0]
+                x.register_hook(left)
         return out
+
+    def seconds_in_model(self) -> float | None:
+        """The model's own seconds over every logged call, measured in place (None untimed)."""
+        return sum(fw + bw for _, _, fw, bw in self.calls) if self.timed else None
 
 
 def _sync(device: torch.device) -> None:
@@ -128,7 +145,7 @@ class BareLoop:
 
     def model_seconds(self, calls: list[list]) -> float:
         counts: dict[tuple[int, bool], int] = {}
-        for batch, backward in calls:
+        for batch, backward, *_ in calls:
             counts[(batch, backward)] = counts.get((batch, backward), 0) + 1
         return sum(n * self.seconds(b, bw) for (b, bw), n in counts.items())
 
@@ -167,9 +184,9 @@ def _params(part: str, method: str, cap: tuple[int, int] | None) -> dict:
 
 def run_logged(model: nn.Module, method: str, x: Tensor, t: Tensor, params: dict, *, count_syncs: bool) -> dict:
     """One attack call on the whole batch, its model calls logged; seconds around the call."""
-    log = CallLog(model)
-    spec = get(method)
     device = x.device
+    log = CallLog(model, timed=device.type == "cpu")
+    spec = get(method)
     _sync(device)
     syncs = None
     start = time.perf_counter()
@@ -184,7 +201,7 @@ def run_logged(model: nn.Module, method: str, x: Tensor, t: Tensor, params: dict
     with torch.no_grad():
         success = (model(adv).argmax(1) == t).float().mean().item()
     return {"calls": log.calls, "seconds": seconds, "syncs": syncs, "asr": success,
-            "gradients": sum(b for b, bw in log.calls if bw)}
+            "gradients": sum(b for b, bw, *_ in log.calls if bw), "model_seconds_in_place": log.seconds_in_model()}
 
 
 def overhead_row(part: str, method: str, model, x, t, bare: BareLoop, cap, *, count_syncs: bool) -> dict:
@@ -198,6 +215,9 @@ def overhead_row(part: str, method: str, model, x, t, bare: BareLoop, cap, *, co
     row = {"part": "overhead", "data": part, "method": method, "params": params, "batch": batch,
            "capped": bool(cap and method == "strattack"), "seconds": run["seconds"], "model_seconds": model_s,
            "outside_share": max(0.0, 1 - model_s / run["seconds"]), "gradients": run["gradients"],
+           "model_seconds_in_place": run["model_seconds_in_place"],
+           "outside_share_in_place": None if run["model_seconds_in_place"] is None
+           else 1 - run["model_seconds_in_place"] / run["seconds"],
            "model_calls": len(run["calls"]), "grad_rate": run["gradients"] / run["seconds"],
            "bare_grad_rate": bare_rate, "rate_ratio": run["gradients"] / run["seconds"] / bare_rate, "asr": run["asr"]}
     if count_syncs:
@@ -381,10 +401,13 @@ def report(rows: list[dict], device: str, command: str) -> str:
     if over:
         text += ["## Time outside the model, gradient-evaluation rate against a bare loop\n",
                  markdown_table(["data", "method", "batch", "capped", "seconds", "model s (bare loop)",
-                                 "outside model", "grads/s", "bare grads/s", "rate ratio", "model calls",
+                                 "outside model (bare loop)", "model s (in place)", "outside model (in place)",
+                                 "grads/s", "bare grads/s", "rate ratio", "model calls",
                                  "host syncs/call", "ASR"],
                                 [[r["data"], r["method"], r["batch"], "yes" if r["capped"] else "no",
                                   f"{r['seconds']:.3g}", f"{r['model_seconds']:.3g}", f"{100 * r['outside_share']:.1f}%",
+                                  *((f"{r['model_seconds_in_place']:.3g}", f"{100 * r['outside_share_in_place']:.1f}%")
+                                    if r.get("model_seconds_in_place") is not None else ("-", "-")),
                                   f"{r['grad_rate']:.4g}", f"{r['bare_grad_rate']:.4g}", f"{r['rate_ratio']:.2f}",
                                   r["model_calls"], f"{r['syncs_per_call']:.2f}" if "syncs_per_call" in r else "-",
                                   format_value("asr", r["asr"])] for r in over]), ""]
@@ -474,8 +497,10 @@ def main() -> None:
                 row = overhead_row(data, method, model, x, t, bare, cap,
                                    count_syncs=device.type == "cuda" or data == "fmnist")
                 rows.append(row)
-                print(f"[overhead] {data} {method} batch {len(x)}: outside model {100 * row['outside_share']:.1f}%, "
-                      f"rate {row['rate_ratio']:.2f}x bare", flush=True)
+                in_place = row["outside_share_in_place"]
+                print(f"[overhead] {data} {method} batch {len(x)}: outside model {100 * row['outside_share']:.1f}% "
+                      f"(bare loop), " + ("" if in_place is None else f"{100 * in_place:.1f}% (in place), ")
+                      + f"rate {row['rate_ratio']:.2f}x bare", flush=True)
     tag = args.tag or device.type
     command = "python benchmarks/overhead.py " + " ".join(sys.argv[1:])
 

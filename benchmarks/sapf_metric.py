@@ -6,8 +6,8 @@ the shipped net (the pairs of benchmarks/strattack.py, sparse_baselines.py and s
 
 References, on the same pairs and model, each at its defaults: adv-lib's StrAttack (c = 0.5,
 Appendix F's for MNIST) from benchmarks/strattack.py; ours (`strattack`, refined), run by this
-script into sapf_metric_rerun.jsonl (its default refinement became the minimal-l2 solve after
-strattack.py's run; ours with the paper's ADMM refinement is strattack.py's record, shown beside
+script into sapf_metric_rerun.jsonl (its default refinement became the minimal-l2 solve with
+support growth after strattack.py's run; ours with the paper's ADMM refinement is strattack.py's record, shown beside
 it: goal 5, the references at full strength); our C&W-l0 from sapf_metric_references.jsonl (an
 earlier run of this script: its default largest_const changed after sparse_baselines.py's run);
 adv-lib's FMN-l0 (targeted) and sigma-zero (untargeted, the first
@@ -38,7 +38,8 @@ sample images x 2 seeded targets, both StrAttacks run here at Appendix F's Image
 SAPF at k = each one's mean l0 (records: sapf_metric_imagenet.jsonl, tables:
 sapf_metric_imagenet.md). `--imagenet-steps N` caps every attack's iterations at N, for a
 plumbing check only (its tables say so). Its committed records of our StrAttack predate the
-minimal-l2 refinement (they were refined by ADMM), so a rerun needs a fresh --out.
+minimal-l2 refinement (they were refined by ADMM), so a rerun needs a fresh --out (it refuses to
+mix configurations).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ REFERENCES = {
     "StrAttack (adv-lib)": ("strattack.jsonl", "adv-lib str_attack",
                             (lambda: adv_lib_attack("structured_adversarial_attack", "str_attack"),
                              {"initial_const": 0.5})),
-    # run by this script: its default refinement became the minimal-l2 solve after strattack.py's run
+    # run by this script: its default refinement became the minimal-l2 solve (with support growth)
+    # after strattack.py's run
     "StrAttack (ours)": (None, None, ("strattack", {"refine": True})),
     # strattack.py's run of ours, refined by the paper's ADMM (21)-(22) (today refine_solver='admm')
     "StrAttack (ours, ADMM refinement)": ("strattack.jsonl", "StrAttack", ("strattack", {"refine": True,

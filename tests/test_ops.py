@@ -5,8 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparseattack.ops import TradeoffSearch, cw_margin_loss, project_l2_sphere, topk_mask
-from sparseattack.ops.groups import (grid_segments, group_norms, group_topk_mask, groups_touched, sliding_window_groups,
-                                     superpixel_segments)
+from sparseattack.ops.groups import (grid_segments, group_norms, group_topk_mask, groups_touched,
+                                     grow_support_by_windows, sliding_window_groups, superpixel_segments,
+                                     window_sq_sums)
 
 
 @settings(max_examples=30, deadline=None)
@@ -151,3 +152,24 @@ def test_host_sync_counter_sees_item_and_nonzero():
         bool((a > 2).any())
         a * 2 + 1
     assert syncs.count == 3
+
+
+def test_grow_support_by_windows():
+    """The untouched windows of the largest total score join the support with all their channels;
+    a touched window never counts, and count is capped by the untouched windows."""
+    windows = sliding_window_groups(6, 6, 2, 2)                       # 9 windows of 2x2
+    support = torch.zeros(2, 3, 6, 6)
+    support[0, 1, 0, 0] = 1                                           # touches window 0 (one channel)
+    support[1] = 1                                                    # touches every window
+    scores = torch.zeros(2, 3, 6, 6)
+    scores[:, 2, 0, 1] = 100.0                                        # in window 0: touched, never chosen
+    scores[:, 0, 4, 4] = 5.0                                          # window 8
+    scores[:, 1, 2, 3] = 3.0                                          # window 4
+    scores[:, 0, 0, 4] = 1.0                                          # window 2
+    grown = grow_support_by_windows(support, scores, windows, torch.tensor([2, 3]))
+    assert ((grown >= support).all() and set(grown.unique().tolist()) <= {0.0, 1.0})
+    touched = window_sq_sums(grown, windows) > 0
+    assert touched[0].nonzero().flatten().tolist() == [0, 4, 8]       # the two best untouched windows
+    assert grown[0, :, 4:6, 4:6].eq(1).all() and grown[0, :, 2:4, 2:4].eq(1).all()  # all channels
+    assert grown[0].sum() == 1 + 2 * 12                               # nothing else
+    assert torch.equal(grown[1], support[1])                          # no untouched window to add

@@ -19,7 +19,7 @@ from sparseattack.attacks.strattack import (group_grid_shape, group_index, group
                                             sigma_threshold, strattack, strattack_refine)
 
 from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
-from sparseattack.ops.groups import sliding_window_groups
+from sparseattack.ops.groups import sliding_window_groups, window_sq_sums
 from sparseattack.ops.losses import cw_margin_loss
 
 SHORT = dict(initial_const=5.0, binary_search_steps=3, steps=250)
@@ -144,10 +144,11 @@ def test_overlapping_and_non_overlapping_both_succeed(fmnist_model, pairs4, str_
 
 @pytest.mark.parametrize("solver", ["minimal_l2", "admm"])
 def test_refinement_keeps_success_with_no_more_nonzeros(fmnist_model, pairs4, str_result, solver):
+    """The paper's refinement (and the minimal-l2 one without support growth) stays on delta*'s support."""
     x, y, t = pairs4
     ok = str_result.success
     refined = strattack_refine(fmnist_model, x, t, str_result.adv, targeted=True, initial_const=5.0,
-                               binary_search_steps=2, steps=100, solver=solver)
+                               binary_search_steps=2, steps=100, solver=solver, grow=0.0)
     still = _check_finished(fmnist_model, x, refined, t)
     assert torch.equal(still, ok)  # a refinement that fails on the grid falls back to the adv given
     before, after = str_result.adv - x, refined - x
@@ -176,6 +177,34 @@ def test_minimal_l2_refinement_lowers_l2(fmnist_model, pairs4, str_result):
         strattack_refine(fmnist_model, x, t, str_result.adv, targeted=True, gamma=0.0)
     with pytest.raises(ValueError, match="solver"):
         strattack(fmnist_model, x, t, targeted=True, refine=True, refine_solver="adam")
+
+
+def test_refinement_support_growth(fmnist_model, pairs4, str_result):
+    """refine_grow: half the steps on the sigma-support, then that support grows by at most
+    ceil(grow x its touched groups) whole untouched 2x2 groups (by squared margin gradient) and the
+    other half continues there; the smaller success is kept. Structural checks in float mode: the
+    result lies within delta*'s support plus the added groups, and it is never larger in l2 than
+    the first half alone (grow = 0 with half the steps runs the same first solve)."""
+    x, y, t = pairs4
+    ok = str_result.success
+    assert ok.sum() >= 2  # typically all 4
+    kw = dict(targeted=True, quantize=False)
+    half = strattack_refine(fmnist_model, x, t, str_result.adv, steps=100, grow=0.0, **kw)
+    grown = strattack_refine(fmnist_model, x, t, str_result.adv, steps=200, grow=0.5, **kw)
+    assert torch.equal(_succeeds(fmnist_model, grown, t), ok)
+    l2 = lambda a: (a - x).flatten(1).norm(dim=1)  # noqa: E731
+    assert (l2(grown)[ok] <= l2(half)[ok] + 1e-6).all()
+    before, after = (str_result.adv - x) != 0, (grown - x) != 0
+    windows = group_index(28, 28)
+    touched = lambda m: (window_sq_sums(m.to(x.dtype), windows) > 0)  # noqa: E731
+    new_groups = touched(after & ~before) & ~touched(before)
+    # a new group is one delta* does not touch; entries outside delta*'s support lie in new groups
+    # or in groups delta* touches (its sigma-support's own groups)
+    assert (new_groups.sum(1) <= (0.5 * touched(before).sum(1)).ceil()).all()
+    assert (l2(grown)[ok] < l2(str_result.adv)[ok]).all()
+    assert (new_groups.sum(1)[ok] > 0).any()  # growth was used (typically on every pair)
+    with pytest.raises(ValueError, match="grow"):
+        strattack(fmnist_model, x, t, targeted=True, refine=True, refine_grow=-0.1)
 
 
 def test_registered_refined_variant_runs(fmnist_model, pairs4):

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import is_adversarial, logit_margin
-from .tensors import as_column, l2_normalize, project_l2_ball
+from .tensors import as_column, project_l2_ball
 
 __all__ = ["MinimalL2", "minimal_l2_on_support"]
 
@@ -88,13 +88,14 @@ def minimal_l2_on_support(model: nn.Module, x: Tensor, labels: Tensor, *, target
         The smallest adversarial iterate of each pair (judged on the model's output for it).
     """
     b = x.shape[0]
-    w = torch.ones_like(x) if weights is None else weights.clamp_min(1e-4)
+    w = None if weights is None else weights.clamp_min(1e-4)  # None: plain l2, no multiplications by 1
     support = support.expand_as(x).to(x.dtype)
     delta = torch.maximum(torch.minimum(delta * support, hi), lo)
     best = MinimalL2(torch.zeros_like(x), torch.full((b,), math.inf, device=x.device, dtype=x.dtype),
                      torch.zeros_like(x))
     # step lengths are in units of the box's l2 geometry: scaled by the RMS weight on the support
-    scale = ((w * support).pow(2).flatten(1).sum(1) / support.flatten(1).sum(1).clamp_min(1)).sqrt()
+    scale = 1.0 if w is None else \
+        as_column(((w * support).pow(2).flatten(1).sum(1) / support.flatten(1).sum(1).clamp_min(1)).sqrt(), x)
     radius = torch.full((b,), math.inf, device=x.device, dtype=x.dtype)
     reached = torch.zeros(b, dtype=torch.bool, device=x.device)
     for step in range(steps):
@@ -108,19 +109,22 @@ def minimal_l2_on_support(model: nn.Module, x: Tensor, labels: Tensor, *, target
         with torch.no_grad():
             d = d.detach()
             adversarial = is_adversarial(logits, labels, targeted=targeted, kappa=kappa)
-            norm = (w * d).flatten(1).norm(dim=1)
+            wd = d if w is None else w * d                      # u = w * delta
+            norm = wd.flatten(1).norm(dim=1)
             better = adversarial & (norm < best.norm)
             best.norm = torch.where(better, norm, best.norm)
             best.delta[better], best.gradient[better] = d[better], grad[better]
-            # only the entries on the support that can move along -grad
-            movable = support * (((grad > 0) & (d > lo)) | ((grad < 0) & (d < hi)))
-            step_dir = grad * movable / w                      # the gradient in u = w * delta
+            # only the entries on the support that can move along -grad (an entry with grad = 0
+            # adds nothing to the step whichever way it is counted)
+            movable = support * torch.where(grad > 0, d > lo, d < hi)
+            step_dir = grad * movable if w is None else grad * movable / w   # the gradient in u
             step_norm = step_dir.flatten(1).norm(dim=1).clamp_min(_TINY)
             boundary = (norm + margin.abs() / step_norm) * (1 + g_)
             radius = torch.where(adversarial, torch.minimum(radius * (1 - g_), norm),
                                  torch.where(reached, radius * (1 + g_), boundary))
             radius = torch.where(adversarial, torch.minimum(radius, best.norm), radius)
             reached |= adversarial
-            u = project_l2_ball(w * d - as_column(a * scale, x) * l2_normalize(step_dir), as_column(radius, x))
-            delta = torch.maximum(torch.minimum(u / w * support, hi), lo)
+            unit = step_dir / as_column(step_norm, x)          # l2_normalize(step_dir), its norm reused
+            u = project_l2_ball(wd - (a * scale) * unit, as_column(radius, x))
+            delta = torch.maximum(torch.minimum(u * support if w is None else u / w * support, hi), lo)
     return best
