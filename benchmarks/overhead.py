@@ -9,6 +9,11 @@ Parts (`--parts`, default all for the device):
   goal at most 10% at ImageNet size), gradient evaluations per second of the attack against the
   bare loop at the attack's batch size (goal at least 0.9x), and the host synchronisations per
   model call (`ops.syncs.HostSyncCounter`, on any device: the operations that would stall a GPU).
+  On a CPU the model's passes are also timed in place (`CallLog`: its kernels run synchronously,
+  so the forward is timed around the call and the backward between the hooks where it enters and
+  leaves the model): the share outside the model measured directly, and the model's speed inside
+  the attack against the bare loop's (below 1 where the same passes run slower between the
+  attack's own operations than back to back).
 - memory: peak memory of the attack against the batch size and the image size (28^2 on the
   Fashion-MNIST net, 224^2 and 299^2 on EfficientNet-Lite0), and the attack's own share (peak
   minus the bare forward + backward peak at the same batch) per input entry: constant across
@@ -31,6 +36,10 @@ capped row are scaled to the defaults' measured gradient count, and the table sa
     python benchmarks/overhead.py --device cuda                 # GPU machine: all parts
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --device cpu --threads 1
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --device cpu --parts memory --tag cpu_memory
+    OMP_NUM_THREADS=1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/overhead.py \
+        --device cpu --threads 1 --parts overhead --imagenet-batch 4 --strattack-cap 2 200 --tag cpu_overhead
+    OMP_NUM_THREADS=1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/overhead.py \
+        --device cpu --threads 1 --parts throughput --throughput-pairs 18 --tag cpu_throughput
 Records: --out/overhead_DEVICE.jsonl (one row per measurement); table: overhead_DEVICE.md (--tag
 names them instead of DEVICE).
 """
@@ -106,16 +115,18 @@ def _sync(device: torch.device) -> None:
 
 class BareLoop:
     """Seconds of the bare model per call at a batch size: forward + backward to the input, or a
-    forward under no_grad; measured at powers of two and the batch sizes asked for, interpolated."""
+    forward under no_grad; measured at powers of two and the batch sizes asked for, interpolated.
+    The inputs are the attack's own images (repeated to the batch size), the median of `reps`
+    timed calls after two untimed ones."""
 
-    def __init__(self, model: nn.Module, shape: tuple, device: torch.device, reps: int = 5):
-        self.model, self.shape, self.device, self.reps = model, shape, device, reps
+    def __init__(self, model: nn.Module, images: Tensor, device: torch.device, reps: int = 15):
+        self.model, self.images, self.device, self.reps = model, images, device, reps
         self.cache: dict[tuple[int, bool], float] = {}
 
     def _time(self, batch: int, backward: bool) -> float:
         key = (batch, backward)
         if key not in self.cache:
-            x = torch.rand(batch, *self.shape, device=self.device)
+            x = self.images.repeat(-(-batch // len(self.images)), 1, 1, 1)[:batch].to(self.device).contiguous()
             def once():
                 if backward:
                     xi = x.clone().requires_grad_(True)
@@ -314,7 +325,7 @@ def batch_rows(device: torch.device, args) -> list[dict]:
     if len(x) < max(args.batches):
         reps = -(-max(args.batches) // len(x))
         x, t = x.repeat(reps, 1, 1, 1), t.repeat(reps)
-    bare = BareLoop(model, tuple(x.shape[1:]), device)
+    bare = BareLoop(model, x, device)
     full_grads = {}
     for method in ("sapf", "strattack"):
         cap = tuple(args.strattack_cap) if method == "strattack" else None
@@ -402,12 +413,13 @@ def report(rows: list[dict], device: str, command: str) -> str:
         text += ["## Time outside the model, gradient-evaluation rate against a bare loop\n",
                  markdown_table(["data", "method", "batch", "capped", "seconds", "model s (bare loop)",
                                  "outside model (bare loop)", "model s (in place)", "outside model (in place)",
-                                 "grads/s", "bare grads/s", "rate ratio", "model calls",
+                                 "model speed in place vs bare", "grads/s", "bare grads/s", "rate ratio", "model calls",
                                  "host syncs/call", "ASR"],
                                 [[r["data"], r["method"], r["batch"], "yes" if r["capped"] else "no",
                                   f"{r['seconds']:.3g}", f"{r['model_seconds']:.3g}", f"{100 * r['outside_share']:.1f}%",
-                                  *((f"{r['model_seconds_in_place']:.3g}", f"{100 * r['outside_share_in_place']:.1f}%")
-                                    if r.get("model_seconds_in_place") is not None else ("-", "-")),
+                                  *((f"{r['model_seconds_in_place']:.3g}", f"{100 * r['outside_share_in_place']:.1f}%",
+                                     f"{r['model_seconds'] / r['model_seconds_in_place']:.2f}")
+                                    if r.get("model_seconds_in_place") is not None else ("-", "-", "-")),
                                   f"{r['grad_rate']:.4g}", f"{r['bare_grad_rate']:.4g}", f"{r['rate_ratio']:.2f}",
                                   r["model_calls"], f"{r['syncs_per_call']:.2f}" if "syncs_per_call" in r else "-",
                                   format_value("asr", r["asr"])] for r in over]), ""]
@@ -491,7 +503,7 @@ def main() -> None:
         for data in args.data.split(","):
             batch = sizes[data]
             model, x, _, t = _pairs(data, device, batch, args.imagenet_data)
-            bare = BareLoop(model, tuple(x.shape[1:]), device)
+            bare = BareLoop(model, x, device)
             for method in ("sapf", "strattack"):
                 # the sync count is a separate run; on a CPU it is counted on the small net only
                 row = overhead_row(data, method, model, x, t, bare, cap,
