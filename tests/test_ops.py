@@ -155,18 +155,18 @@ def test_host_sync_counter_sees_item_and_nonzero():
 
 
 def test_grow_support_by_windows():
-    """The untouched windows of the largest total score join the support with all their channels;
+    """The untouched windows of the largest gradient energy join the support with all their channels;
     a touched window never counts, and count is capped by the untouched windows."""
     windows = sliding_window_groups(6, 6, 2, 2)                       # 9 windows of 2x2
     support = torch.zeros(2, 3, 6, 6)
     support[0, 1, 0, 0] = 1                                           # touches window 0 (one channel)
     support[1] = 1                                                    # touches every window
-    scores = torch.zeros(2, 3, 6, 6)
-    scores[:, 2, 0, 1] = 100.0                                        # in window 0: touched, never chosen
-    scores[:, 0, 4, 4] = 5.0                                          # window 8
-    scores[:, 1, 2, 3] = 3.0                                          # window 4
-    scores[:, 0, 0, 4] = 1.0                                          # window 2
-    grown = grow_support_by_windows(support, scores, windows, torch.tensor([2, 3]))
+    gradient = torch.zeros(2, 3, 6, 6)                                # energy = squared norm per window
+    gradient[:, 2, 0, 1] = -10.0                                      # in window 0: touched, never chosen
+    gradient[:, 0, 4, 4] = 5.0 ** 0.5                                 # window 8
+    gradient[:, 1, 2, 3] = -(3.0 ** 0.5)                              # window 4
+    gradient[:, 0, 0, 4] = 1.0                                        # window 2
+    grown = grow_support_by_windows(support, gradient, windows, torch.tensor([2, 3]))
     assert ((grown >= support).all() and set(grown.unique().tolist()) <= {0.0, 1.0})
     touched = window_sq_sums(grown, windows) > 0
     assert touched[0].nonzero().flatten().tolist() == [0, 4, 8]       # the two best untouched windows

@@ -647,8 +647,9 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
     -------
     Tensor
         (B, C, H, W): the refined result where the refinement succeeds (its support within
-        delta*'s, plus at most ceil(grow x its groups) whole groups with `grow`), else `adv`; a refined result that does not survive the finish falls back to `adv`,
-        finished the same way; a pair where neither succeeds is returned unchanged (`inputs`).
+        delta*'s, plus at most ceil(grow x its groups) whole groups with `grow`), else `adv`; a
+        refined result that does not survive the finish falls back to `adv`, finished the same
+        way; a pair where neither succeeds is returned unchanged (`inputs`).
 
     Notes
     -----
@@ -738,7 +739,7 @@ def _refine_minimal_l2(model: nn.Module, x: Tensor, labels: Tensor, delta_star: 
     if grow == 0 or steps - first < 1:
         return best
     count = (grow * (window_sq_sums(support, windows) > 0).sum(1)).ceil().long() * best.found
-    grown = grow_support_by_windows(support, best.gradient.pow(2), windows, count)
+    grown = grow_support_by_windows(support, best.gradient, windows, count)
     start = torch.where(best.found.view(-1, 1, 1, 1), best.delta, delta_star)
     more = minimal_l2_on_support(model, x, labels, targeted=targeted, support=grown, delta=start,
                                  steps=steps - first, lo=lo, hi=hi, kappa=kappa)

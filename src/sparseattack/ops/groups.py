@@ -111,17 +111,18 @@ def segment_soft_threshold(v: Tensor, segments: Tensor, tau: float | Tensor) -> 
     return v * scale.gather(1, seg.flatten(1)).view(b, 1, *v.shape[-2:])
 
 
-def grow_support_by_windows(support: Tensor, scores: Tensor, windows: Tensor, count: Tensor) -> Tensor:
-    """Add to a support the `count` windows it does not touch that hold the largest total score.
+def grow_support_by_windows(support: Tensor, gradient: Tensor, windows: Tensor, count: Tensor) -> Tensor:
+    """Add to a support the `count` windows it does not touch with the largest gradient energy.
 
-    support: 0/1 mask (B, C, H, W); scores: non-negative (B, C, H, W) (e.g. the squared gradient of
-    the loss); windows: (G, M) flat spatial indices (`sliding_window_groups`, any cover); count: (B,)
-    windows to add per example (at most the untouched ones). A window is touched when one of its
-    positions is in the support in any channel; an added window enters with all its channels.
+    support: 0/1 mask (B, C, H, W); gradient: (B, C, H, W), a window's energy being its squared l2
+    norm (`window_sq_sums`, the first-order gain of letting it move); windows: (G, M) flat spatial
+    indices (`sliding_window_groups`, any cover); count: (B,) windows to add per example (at most
+    the untouched ones). A window is touched when one of its positions is in the support in any
+    channel; an added window enters with all its channels.
     Returns the grown 0/1 mask (B, C, H, W), a superset of `support`."""
     b, c, h, w = support.shape
     touched = window_sq_sums(support, windows) > 0                                  # (B, G)
-    energy = scores.sum(1).flatten(1)[:, windows].sum(-1)                          # (B, G)
+    energy = window_sq_sums(gradient, windows)                                     # (B, G)
     free = (~touched).sum(1)
     score = torch.where(touched, torch.full_like(energy, -float("inf")), energy)
     chosen = topk_mask(score, torch.minimum(count.to(free.device), free))          # (B, G)
