@@ -236,6 +236,21 @@ def full_strength(refs: dict) -> list[str]:
     return lines
 
 
+def imagenet_references(path: Path, net, data: Subset, labels: list[str]) -> dict[str, list[dict]]:
+    """The StrAttacks' records of an earlier --imagenet run (its JSONL): every pair of `data`
+    (2 seeded targets per image, as `evaluate(targets=2, seed=0)` draws them), on these weights."""
+    refs = {}
+    for label in labels:
+        recs = [r for r in _read(path, label) if r["image"] in data.ids]
+        made_on = {r["config"]["model_sha256"] for r in recs}
+        if made_on - {model_fingerprint(net)} or len(recs) != 2 * len(data.ids):
+            raise SystemExit(f"{label}: {path} has {len(recs)} records for the {2 * len(data.ids)} pairs, made on "
+                             f"weights {sorted(made_on)} (these: {model_fingerprint(net)}); run the references here")
+        refs[label] = recs
+        print(f"  {label}: {len(recs)} records ({path})", flush=True)
+    return refs
+
+
 def imagenet_part(args) -> list[str]:
     """Equal l0 on EfficientNet-Lite0 against adv-lib's and our StrAttack (see the module docstring)."""
     net = models.load("efficientnet-lite0", args.device)
@@ -247,21 +262,31 @@ def imagenet_part(args) -> list[str]:
     ours_short = {} if cap is None else {"steps": cap, "binary_search_steps": 1, "refine_steps": cap,
                                          "refine_binary_search_steps": 1}
     sapf_short = {} if cap is None else {"stages": 2, "stage_steps": cap, "max_stages": 3, "polish_steps": cap}
-    refs = {"StrAttack (adv-lib)": run_protocol(net, adv_lib_attack("structured_adversarial_attack", "str_attack"),
-                                                data, out, "StrAttack (adv-lib)", initial_const=2.5, group_size=13,
-                                                stride=13, **short, **common),
-            "StrAttack (ours)": run_protocol(net, "strattack", data, out, "StrAttack (ours)", refine=True,
-                                             **ours_short, **common)}
+    if args.imagenet_references is None:
+        refs = {"StrAttack (adv-lib)": run_protocol(net, adv_lib_attack("structured_adversarial_attack", "str_attack"),
+                                                    data, out, "StrAttack (adv-lib)", initial_const=2.5, group_size=13,
+                                                    stride=13, **short, **common),
+                "StrAttack (ours)": run_protocol(net, "strattack", data, out, "StrAttack (ours)", refine=True,
+                                                 **ours_short, **common)}
+        source = "run here"
+    else:
+        refs, source = imagenet_references(args.imagenet_references, net, data, args.imagenet_reference_labels), \
+            f"records of {args.imagenet_references} (see its devices below)"
     name = f"SAPF ({DEFAULT_PRESET})"
     report = [f"# SAPF at StrAttack's l0 on ImageNet ({time.strftime('%Y-%m-%d')}, device {args.device})\n",
               f"EfficientNet-Lite0, {len(data.ids)} sample images x 2 seeded targets."
-              + ("" if cap is None else f" PLUMBING CHECK ONLY: every attack capped at {cap} iterations.") + "\n"]
+              + ("" if cap is None else f" PLUMBING CHECK ONLY: every attack capped at {cap} iterations.") + "\n",
+              f"StrAttack rows: {source}; SAPF rows: run here on {args.device}. Devices of the records: "
+              + ", ".join(f"{label} {sorted({r.get('device', '?') for r in ref})}" for label, ref in refs.items())
+              + ".\n"]
     for label, ref in refs.items():
         if not any(r["success"] for r in ref):
             report += [f"## {label}: no success, so no l0 to match\n", table1(ref), ""]
             continue
         k = round(mean(ref, "l0"))
         recs = run_protocol(net, "sapf", data, out, f"{name}, k = {k}", k=k, **sapf_short, **common)
+        if {(r["image"], r["target"]) for r in recs} != {(r["image"], r["target"]) for r in ref}:
+            raise SystemExit(f"{label}'s pairs are not the pairs attacked here: its records are of other targets")
         report += [f"## Equal l0: k = {k}, the mean l0 of {label}\n", table1(ref + recs), "",
                    ratio_line(f"{name}, k = {k}", recs, ref, label), ""]
     return report
@@ -279,6 +304,11 @@ def main() -> None:
     ap.add_argument("--imagenet-batch-size", type=int, default=10)
     ap.add_argument("--imagenet-steps", type=int, default=None, help="cap every attack's iterations (plumbing check)")
     ap.add_argument("--imagenet-data", type=Path, default=IMAGENET_SAMPLE, help="default: %(default)s")
+    ap.add_argument("--imagenet-references", type=Path, default=None,
+                    help="read both StrAttacks' ImageNet records from this JSONL (an earlier --imagenet run) "
+                         "instead of running them (adv-lib's costs about 25 minutes per pair on one CPU core)")
+    ap.add_argument("--imagenet-reference-labels", nargs="+", default=["StrAttack (adv-lib)", "StrAttack (ours)"],
+                    help="with --imagenet-references: which of its StrAttacks to match (default: both)")
     add_device(ap)
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
     args = ap.parse_args()

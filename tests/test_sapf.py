@@ -403,6 +403,48 @@ def test_continuation_succeeds_within_k_with_lower_l2_than_admm(fmnist_model, pa
     assert l2[both].mean() < 0.95 * element_uniform.norms["l2"][both].mean()
 
 
+def test_continuation_below_k_keeps_the_best_judged_output(fmnist_model, pairs16, monkeypatch):
+    """below_k (on in the continuation preset): every candidate judged has at most k entries, the
+    support goes on shrinking past k, and what sapf returns is, per pair, the judged output of
+    smallest l2 (the judge finishes candidates as sapf does, so the last finish keeps it), on the
+    grid with l0 <= k. Structural: no rate near a threshold."""
+    import importlib
+    module = importlib.import_module("sparseattack.attacks.sapf")
+    assert PRESETS["continuation"].below_k and not PRESETS["paper"].below_k
+    x, _, t = pairs16
+    judged = []
+    original = module._finished_judge
+
+    def logging_judge(*args):
+        judge = original(*args)
+
+        def wrapped(rows, xs, labels, delta):
+            out, ok, norm = judge(rows, xs, labels, delta)
+            judged.append((rows.clone(), delta.flatten(1).ne(0).sum(1), out.clone(), ok.clone(), norm.clone()))
+            return out, ok, norm
+        return wrapped
+
+    monkeypatch.setattr(module, "_finished_judge", logging_judge)
+    adv = sapf(fmnist_model, x, t, targeted=True, k=80, **CONT)
+    ok = _check_finished(fmnist_model, x, adv, t, k=80)
+    assert judged and all((sizes <= 80).all() for _, sizes, *_ in judged)
+    assert any((sizes < 60).any() for _, sizes, *_ in judged)  # shrunk well past k
+    best = torch.full((len(x),), math.inf, dtype=x.dtype)
+    best_out = x.clone()
+    for rows, _, out, good, norm in judged:
+        for j, r in enumerate(rows.tolist()):
+            if good[j] and norm[j] < best[r]:
+                best[r], best_out[r] = norm[j], out[j]
+    assert torch.equal(ok, torch.isfinite(best))
+    assert torch.equal(adv[ok], best_out[ok])
+    monkeypatch.undo()
+    # float research mode: judged as clipped floats, l0 <= k all the same
+    adv = sapf(fmnist_model, x[:8], t[:8], targeted=True, k=80, quantize=False, **CONT)
+    changed = (adv != x[:8]).flatten(1).any(1)
+    assert changed.any() and ((adv - x[:8]).flatten(1).ne(0).sum(1) <= 80).all()
+    assert torch.equal(_succeeds(fmnist_model, adv[changed], t[:8][changed]), torch.ones(int(changed.sum()), dtype=torch.bool))
+
+
 def test_continuation_pixels_groups_weights_and_cap(fmnist_model, pairs16):
     x, _, t = pairs16
     x, t = x[:8], t[:8]
