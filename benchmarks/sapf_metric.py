@@ -39,7 +39,9 @@ SAPF at k = each one's mean l0 (records: sapf_metric_imagenet.jsonl, tables:
 sapf_metric_imagenet.md). `--imagenet-steps N` caps every attack's iterations at N, for a
 plumbing check only (its tables say so). Its committed records of our StrAttack predate the
 minimal-l2 refinement (they were refined by ADMM), so a rerun needs a fresh --out (it refuses to
-mix configurations).
+mix configurations). `--imagenet-references FILE` (with `--imagenet-reference-labels`) reads the
+StrAttacks' records from an earlier --imagenet run instead of running them (they must cover the
+same pairs on the same weights; the table names the file and the devices they were made on).
 """
 from __future__ import annotations
 

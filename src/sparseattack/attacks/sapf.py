@@ -151,7 +151,8 @@ class SAPFSchedule:
         judged on what the user receives (`ops.quantize.finish_candidate`: clipped, on the 8-bit
         grid with quantize=True), the best judged one is kept and the polish runs on its support.
         A pair stops below k at its first failure or after two successes that do not improve on
-        its best. l0 <= k still holds exactly; 1^T G = k is relaxed to 1^T G <= k. On by default
+        its best; one whose successes the judge keeps none of (it does not repair on the grid)
+        falls back to its float best, as without below_k. l0 <= k still holds exactly; 1^T G = k is relaxed to 1^T G <= k. On by default
         in the 'continuation' preset (the module docstring gives its measured effect).
 
     Notes
@@ -521,7 +522,9 @@ def _continuation(objective: _Objective, pairs: _Pairs, sched: SAPFSchedule, gsh
     Every successful delta with at most k = pairs.k entries goes to `best`: by its weighted norm,
     or with `judge` (below_k) by the norm of its finished output, judge(rows, x, labels, delta) ->
     (output, success, weighted norm), rows indexing the full batch; the polish then runs on the
-    support of the best judged stage. With `floor` (default pairs.k) below k, the support keeps
+    support of the best judged stage. A pair with float successes within k of which the judge
+    (no grid repair) keeps none gets its float best instead, as without below_k, so that the
+    final `finish` can still repair it on the grid. With `floor` (default pairs.k) below k, the support keeps
     shrinking past k: the minimal-k mode of `find_min_k`. Returns the support size of each pair's
     last success within k (-1: none); with `judge`, of its best."""
     n = math.prod(gshape)
@@ -537,6 +540,9 @@ def _continuation(objective: _Objective, pairs: _Pairs, sched: SAPFSchedule, gsh
     searching_k = bool((floor < pairs.k).any())
     if searching_k and judge is not None:
         raise ValueError("judge (below_k) and the minimal-k mode exclude each other")
+    if judge is not None:  # the float path's best and last success within k: the fallback (docstring)
+        float_best = BestAdversarial(pairs.x)
+        float_delta, float_size = torch.zeros_like(pairs.x), torch.full_like(final_size, -1)
 
     def solve(rows_pairs: _Pairs, G: Tensor, delta: Tensor, steps: int):
         return minimal_l2_on_support(objective.model, rows_pairs.x, rows_pairs.labels, targeted=objective.targeted,
@@ -567,6 +573,8 @@ def _continuation(objective: _Objective, pairs: _Pairs, sched: SAPFSchedule, gsh
         if judge is not None:
             keep = judged_update(run.pairs, run.rows, sol.delta, within)
             run.stale = torch.where(keep, 0, run.stale + (within & run.below).long())
+            float_best.update(run.pairs.x + sol.delta, within, sol.norm, run.rows)
+            float_delta[run.rows[within]], float_size[run.rows[within]] = sol.delta[within], run.size[within]
         else:
             keep = within
             if not searching_k:  # the minimal-k mode keeps only the smallest support's result
@@ -585,6 +593,9 @@ def _continuation(objective: _Objective, pairs: _Pairs, sched: SAPFSchedule, gsh
         if judge is not None:
             stop |= (~ok & run.below) | (run.stale >= 2)
         run.keep(~stop)
+    if judge is not None:
+        unjudged = (final_size < 0) & (float_size > 0)
+        final_delta[unjudged], final_size[unjudged] = float_delta[unjudged], float_size[unjudged]
     rows = (final_size > 0).nonzero().flatten()
     if searching_k:
         w = pairs.w2[rows].sqrt()
@@ -596,8 +607,12 @@ def _continuation(objective: _Objective, pairs: _Pairs, sched: SAPFSchedule, gsh
         sol = solve(sub, G, final_delta[rows], sched.polish_steps)
         if judge is not None:
             judged_update(sub, rows, sol.delta, sol.found)
+            float_best.update(sub.x + sol.delta, sol.found, sol.norm, rows)
         else:
             best.update(sub.x + sol.delta, sol.found, sol.norm, rows)
+    if judge is not None:
+        fallback = ~best.found & float_best.found
+        best.adv[fallback], best.norm[fallback] = float_best.adv[fallback], float_best.norm[fallback]
     return final_size
 
 
