@@ -180,18 +180,20 @@ def test_minimal_l2_refinement_lowers_l2(fmnist_model, pairs4, str_result):
         strattack(fmnist_model, x, t, targeted=True, refine=True, refine_solver="adam")
 
 
-def test_refinement_support_growth(fmnist_model, pairs4, str_result):
-    """refine_grow: half the steps on the sigma-support, then that support grows by at most
-    ceil(grow x its touched groups) whole untouched 2x2 groups (by squared margin gradient) and the
-    other half continues there; the smaller success is kept. Structural checks in float mode: the
-    result lies within delta*'s support plus the added groups, and it is never larger in l2 than
-    the first half alone (grow = 0 with half the steps runs the same first solve)."""
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_refinement_support_growth(fmnist_model, pairs4, str_result, rounds):
+    """refine_grow: half the steps on the sigma-support, then in `rounds` rounds that support grows
+    by at most ceil(grow x its touched groups) whole untouched 2x2 groups in all (by squared margin
+    gradient) and the other half continues there; the smallest success is kept. Structural checks
+    in float mode: the result lies within delta*'s support plus the added groups, and it is never
+    larger in l2 than the first half alone (grow = 0 with half the steps runs the same first
+    solve)."""
     x, y, t = pairs4
     ok = str_result.success
     assert ok.sum() >= 2  # typically all 4
     kw = dict(targeted=True, quantize=False)
     half = strattack_refine(fmnist_model, x, t, str_result.adv, steps=100, grow=0.0, **kw)
-    grown = strattack_refine(fmnist_model, x, t, str_result.adv, steps=200, grow=0.5, **kw)
+    grown = strattack_refine(fmnist_model, x, t, str_result.adv, steps=200, grow=0.5, grow_rounds=rounds, **kw)
     assert torch.equal(_succeeds(fmnist_model, grown, t), ok)
     l2 = lambda a: (a - x).flatten(1).norm(dim=1)  # noqa: E731
     assert (l2(grown)[ok] <= l2(half)[ok] + 1e-6).all()
@@ -206,6 +208,8 @@ def test_refinement_support_growth(fmnist_model, pairs4, str_result):
     assert (new_groups.sum(1)[ok] > 0).any()  # growth was used (typically on every pair)
     with pytest.raises(ValueError, match="grow"):
         strattack(fmnist_model, x, t, targeted=True, refine=True, refine_grow=-0.1)
+    with pytest.raises(ValueError, match="rounds"):
+        strattack(fmnist_model, x, t, targeted=True, refine=True, refine_grow_rounds=0)
 
 
 def test_registered_refined_variant_runs(fmnist_model, pairs4):
@@ -254,6 +258,20 @@ def test_batch_equals_one_at_a_time(fmnist_model, fmnist_pairs):
         single_refined = torch.cat([strattack_refine(model64, x[i:i + 1], t[i:i + 1], single[i:i + 1], **kw)
                                     for i in range(2)])
         assert torch.equal(batch_refined, single_refined)
+
+
+def test_batch_equals_one_at_a_time_with_the_options(fmnist_model, fmnist_pairs):
+    """The same with abort_unsuccessful (pairs leave failing values of c at different iterations)
+    and a refinement grown in two rounds: bit for bit in float64."""
+    x, _, t = fmnist_pairs
+    model64 = copy.deepcopy(fmnist_model).double()
+    x, t = _grid64(x[:3]), t[:3]
+    kw = dict(targeted=True, initial_const=0.5, binary_search_steps=3, steps=40, abort_unsuccessful=True,
+              refine=True, refine_grow_rounds=2, refine_steps=40)
+    batch = strattack(model64, x, t, **kw)
+    single = torch.cat([strattack(model64, x[i:i + 1], t[i:i + 1], **kw) for i in range(3)])
+    assert torch.equal(batch, single)
+    assert (batch != x).flatten(1).any(1).sum() >= 1  # typically all 3
 
 
 @pytest.mark.parametrize("quantize", [True, False])
@@ -346,3 +364,18 @@ def test_no_linf_cap_is_the_old_cap_of_one(fmnist_model, pairs4):
     kw = dict(targeted=True, initial_const=5.0, binary_search_steps=1, steps=30)
     assert torch.equal(strattack(fmnist_model, x[:2], t[:2], **kw),
                        strattack(fmnist_model, x[:2], t[:2], linf_cap=1.0, **kw))
+
+
+def test_abort_unsuccessful_leaves_a_stalled_failing_pair(fmnist_model, pairs4):
+    """abort_unsuccessful=True: at a c far too small to succeed (1e-6) y stays 0, so the objective
+    is constant and every pair leaves at its `patience`-th stalled check instead of running all
+    `steps`; with the default False (the success-only rule) each runs them all. Structural: both
+    fail (the inputs come back unchanged) and the aborted run costs a small fraction."""
+    x, y, t = pairs4
+    kw = dict(initial_const=1e-6, binary_search_steps=1, steps=200)
+    on = run_attack("strattack", fmnist_model, x, y, targets=t, abort_unsuccessful=True, **kw)
+    off = run_attack("strattack", fmnist_model, x, y, targets=t, **kw)
+    assert not on.success.any() and not off.success.any()
+    assert torch.equal(on.adv, x) and torch.equal(off.adv, x)
+    assert off.gradients == 200 * len(x)
+    assert on.gradients <= 0.3 * off.gradients  # leaves at iteration 41 of 200 (checks every 20, patience 2)

@@ -279,14 +279,16 @@ def _start(cls, x0: Tensor, steps: int, patience: int, **state: Tensor):
                      abort=AbortEarly(steps, b, device=x0.device, patience=patience))
 
 
-def _iterations(ws: _Solve, steps: int, abort_early: bool):
+def _iterations(ws: _Solve, steps: int, abort_early: bool, unsuccessful: bool = False):
     """Iteration numbers it = 1..steps (the paper's k). Before each tenth of them, the abort-early
-    rule (`ops.optim.AbortEarly` with a patience): a pair that already succeeded at this c and whose
-    best objective fell by less than 0.01% at each of the last `patience` checks leaves `ws`.
-    Stops once every pair has left."""
+    rule (`ops.optim.AbortEarly` with a patience): a pair whose best objective fell by less than
+    0.01% at each of the last `patience` checks leaves `ws`, if it already succeeded at this c
+    (or, with `unsuccessful`, whether or not it did: C&W's own rule). Stops once every pair has
+    left."""
     for it in range(1, steps + 1):
         if abort_early and ws.abort.due(it - 1):
-            ws.keep(~(ws.hit & ws.abort.check(it - 1, ws.obj)))
+            stalled = ws.abort.check(it - 1, ws.obj)
+            ws.keep(~(stalled if unsuccessful else ws.hit & stalled))
         if ws.empty:
             return
         yield it
@@ -322,7 +324,7 @@ def _search(solve: Callable[[Tensor], Tensor], search: TradeoffSearch, steps: in
 def _solve_groups(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, lo: Tensor, hi: Tensor,
                   windows: Tensor, best: BestAdversarial, index: Tensor, *, targeted: bool, kappa: float,
                   rho: float, eta: float, tau: float, gamma: float, steps: int, copies: bool,
-                  abort_early: bool, patience: int) -> Tensor:
+                  abort_early: bool, patience: int, abort_unsuccessful: bool) -> Tensor:
     """One ADMM solve of (4) / (16) at fixed c, (9)-(15) / (17)-(18); returns success per pair.
     `index` maps the rows of x0 to the rows of the batch that `best` keeps."""
     b, ch, h, w = x0.shape
@@ -343,7 +345,7 @@ def _solve_groups(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, l
     ws = _start(_GroupSolve, x0, steps, patience, labels=labels, const=const, lo=lo, hi=hi, z=zeros,
                 u=zeros.clone(), s=zeros.clone(), v=x0.new_zeros(b, ch, g, m))
     found = torch.zeros(b, dtype=torch.bool, device=x0.device)
-    for it in _iterations(ws, steps, abort_early):
+    for it in _iterations(ws, steps, abort_early, abort_unsuccessful):
         z, u, s, v = ws.z, ws.u, ws.s, ws.v
         grad = _margin_grad(model, ws.x, z, ws.labels, ws.const, targeted=targeted, kappa=kappa)
         with torch.no_grad():
@@ -417,8 +419,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
               kappa: float = 0.0, rho: float = 1.0, eta: float = 5.0, tau: float = 2.0, gamma: float = 1.0,
               linf_cap: float | Tensor | None = None, group_size: int | None = None, stride: int | None = None,
               overlap: bool = False, groups: Tensor | None = None, overlap_z_step: str = "entrywise",
-              scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, refine: bool = False,
-              sigma_quantile: float = 0.03, refine_solver: str = "minimal_l2", refine_grow: float = 0.2,
+              scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, abort_unsuccessful: bool = False,
+              refine: bool = False, sigma_quantile: float = 0.03, refine_solver: str = "minimal_l2",
+              refine_grow: float = 0.2, refine_grow_rounds: int = 1,
               refine_binary_search_steps: int = 4, refine_steps: int = 400, quantize: bool = True) -> Tensor:
     """Batched StrAttack (Xu et al., ICLR 2019): problem (2) by linearized ADMM (9)-(15), overlapping
     groups by (16)-(18), and with `refine` Sec. 4.2's refinement (19)-(22) (module docstring).
@@ -438,7 +441,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         1-channel (MNIST-like) and 0.25 for 3-channel (CIFAR-like) images, 2.5 for ImageNet-size
         ones (`ops.tensors.is_imagenet_size`: smaller side above 64 px).
     binary_search_steps : int, default 9
-        Steps of the search over c, one ADMM solve each (Appendix F's C&W budget).
+        Steps of the search over c, one ADMM solve each (Appendix F's C&W budget; Notes, "Schedule").
     steps : int, default 1000
         ADMM iterations (7)-(9) per value of c (at most; see `abort_early`).
     kappa : float, default 0.0
@@ -473,6 +476,10 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         Leave the iterations of a c early (Notes).
     patience : int, default 2
         Consecutive stalled checks before a pair aborts (Notes).
+    abort_unsuccessful : bool, default False
+        With `abort_early`, a pair that has not succeeded at this c also leaves once its objective
+        stalls (C&W's own rule), instead of running every failing c to the end; about 28% fewer
+        gradient evaluations at the same l2 when used alone (Notes, "Schedule").
     refine : bool, default False
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
@@ -482,19 +489,25 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         (21)-(22) with a search over c (the reproduction); 'minimal_l2' (ours, the default) finds
         the smallest-l2 success on the support directly (`ops.minimal_norm.minimal_l2_on_support`,
         `refine_steps` gradient steps from delta*, no search over c, with the support growth of
-        `refine_grow`): on the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py its mean l2 is
-        1.003x adv-lib's StrAttack (l0 186 vs 198) against 1.08x for 'admm' (l0 165), with 7709
-        gradient evaluations per pair against 8526.
+        `refine_grow`): on the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (with the
+        earlier defaults, see `refine_grow`) its mean l2 is 1.003x adv-lib's StrAttack (l0 186 vs
+        198) against 1.08x for 'admm' (l0 165), with 7709 gradient evaluations per pair against 8526.
     refine_grow : float, default 0.2
         With `refine` and 'minimal_l2' (unused with 'admm', which keeps the paper's support): after
         half of `refine_steps` on the sigma-support, add ceil(refine_grow x the groups it touches)
-        groups it does not touch, those of the largest squared margin gradient at that solution
-        (the first-order score of entering the support), and spend the other half on the grown
-        support from there; the smaller-l2 success of the two is kept. 0: the sigma-support only.
-        On the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (defaults otherwise): mean l2
-        1.003x adv-lib's StrAttack at l0 186 vs 198 with 7709 gradient evaluations per pair
-        against 15200, where refine_grow = 0 gave 1.052x at l0 164 (0.3 on the first 45 pairs:
-        0.985x at 0.96x adv-lib's l0, so the growth trades l0 for l2).
+        groups it does not touch, those of the largest squared margin gradient at the solution
+        (the first-order score of entering the support), in `refine_grow_rounds` rounds, each
+        followed by an equal share of the other half of the steps on the grown support from the
+        best solution so far; the smallest-l2 success is kept. 0: the sigma-support only. On the
+        180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (with the earlier defaults: one round,
+        abort_unsuccessful=False): mean l2 1.003x adv-lib's StrAttack at l0 186 vs 198 with 7709
+        gradient evaluations per pair against 15200, where refine_grow = 0 gave 1.052x at l0 164
+        (0.3 on the first 45 pairs: 0.985x at 0.96x adv-lib's l0, so the growth trades l0 for l2).
+    refine_grow_rounds : int, default 1
+        With `refine_grow` > 0: the rounds the growth is split into (1: all groups at once); each
+        round scores the untouched groups by the gradient at the best solution so far, so later
+        groups are chosen where the earlier ones left the margin, at the same l0 and cost.
+        Measured in Notes, "Schedule" (0.3-0.5% lower l2 alone).
     refine_binary_search_steps : int, default 4
         With `refine` and 'admm': steps of the refinement's search over c.
     refine_steps : int, default 400
@@ -517,16 +530,43 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       Appendix F: eta_1 = 5); the ADMM variables restart from zero for each c (the authors' code).
     - Groups: a last window is aligned with the border so every pixel is covered (the paper's
       P = (W - r)/S + 1 leaves a remainder); overlapping ImageNet groups 13x13 stride 6 (ours).
-    - The search: 9 steps of at most 1000 iterations (Appendix F's C&W budget; the authors' code
-      runs 1000 + 1000*step); c grows x5 until a first success (the authors' code), then bisection.
+    - The search: c grows x5 until a first success (the authors' code), then bisection. Appendix
+      F's budget is C&W's, 9 steps of at most 1000 iterations (the authors' code runs 1000 +
+      1000*step), our default; `refine_solver='admm'` adds the paper's refinement.
     - The candidate at iteration k is the group-sparse y^{k+1} (for overlapping groups the mean of
       the copies covering each entry), projected on the box and the cap (this keeps its zeros), as
       the authors' code evaluates y; the smallest-l2 success is kept (the authors' code).
-    - Abort early (C&W's rule, per pair): every steps/10 iterations, a pair that has succeeded at
-      this c and whose best candidate objective so far, c f + gamma ||.||^2 + tau g, fell by less
-      than 0.01% at `patience` consecutive checks leaves the loop. A running minimum and a
-      patience because the ADMM iterates oscillate; not before a first success, since y may stay 0
-      while the duals grow.
+    - Abort early (C&W's rule, per pair): every steps/10 iterations, a pair whose best candidate
+      objective so far, c f + gamma ||.||^2 + tau g, fell by less than 0.01% at `patience`
+      consecutive checks leaves the loop, if it succeeded at this c (or with
+      `abort_unsuccessful`, whether or not it did: C&W's own rule). A running minimum and a
+      patience because the ADMM iterates oscillate; by default not before a first success, since
+      y may stay 0 while the duals grow.
+    - Schedule (measured on Fashion-MNIST pairs of benchmarks/sapf_metric.py against adv-lib's
+      StrAttack at c = 0.5, Appendix F's for MNIST, 15200 gradient evaluations per pair; all
+      refined by 'minimal_l2'; l2 as a ratio of adv-lib's on the same pairs; scratch runs of
+      `run_attack("strattack", ..., refine=True, ...)`, one batch per 45 or 90 pairs). The
+      defaults (Appendix F's 9 x 1000, refine_grow 0.2, one round, success-only abort): 1.003x at
+      l0 186 vs 198 on all 180 pairs, 7709 evaluations per pair; 1.006x at l0 208 on the first
+      45 (adv-lib: l0 233), 1.031x at l0 169 on the next 45 (adv-lib: l0 167).
+      abort_unsuccessful alone: first 45 (with refine_grow 0.3) 0.987x at l0 224 against 0.985x
+      without, 5704 evaluations; next 45 1.030x at l0 168, 5587 evaluations. refine_grow_rounds 2
+      alone: next 45 1.028x at l0 168. Both together on the first 90 pairs (one batch of 90):
+      1.036x at l0 187 against the defaults' 1.015x at l0 189, 5646 evaluations; on the next 45
+      in one batch of 45: 1.027x at l0 168, 5587 evaluations. The two runs disagree by more
+      than the options' effects: in float32 the batch composition changes rounding (in float64
+      a batch equals one-at-a-time runs bit for bit, a test), and the discrete choices (which
+      pairs abort, which groups enter the support) amplify it, so differences of 1-2% on 45-90
+      pairs lie within the run-to-run spread. Neither option became the default.
+      Shorter schedules trade l2 for speed (first 45 pairs, refine_grow 0.3): with
+      abort_unsuccessful, 9 x 500 0.999x at l0 229 (3051 evaluations), 8 x 500 0.999x at l0 229
+      (2757), 9 x 400 1.007x at l0 225 (2493); without it 9 x 300 1.023x at l0 219 (2577), 7 x 300
+      1.021x at l0 226 (2089). On all 180 pairs, 8 x 500 with abort_unsuccessful and refine_grow
+      0.3 gives 1.002x at l0 200 vs 198 with 2779 evaluations (5.5x fewer than adv-lib); on its
+      first 90 1.009x at l0 201, with refine_grow_rounds 2 1.004x at l0 202, 3 rounds 1.003x at
+      l0 202, 2 rounds at refine_grow 0.25 1.014x at l0 195 (2739 evaluations each). At equal l0
+      that is 1-2% above the default. Warm-starting each c's ADMM from the previous c's variables
+      did not help (9 x 300: 1.021-1.033x) and is not offered.
     - Overlapping groups (16)-(18) keep only each group's own entries of y_i, v_i: off-group entries
       are unregularized consensus copies of z whose c'_i equals z^k exactly, so 'copies' reproduces
       (18) with the term (PQ - n_j) rho z^k_j; 'entrywise' drops those redundant constraints:
@@ -554,7 +594,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
     if min(rho, eta) <= 0 or min(tau, gamma, kappa) < 0:
         raise ValidationError("rho and eta must be positive, tau, gamma and kappa non-negative")
     if refine:
-        _check_refine(sigma_quantile, refine_solver, gamma, refine_grow)
+        _check_refine(sigma_quantile, refine_solver, gamma, refine_grow, refine_grow_rounds)
     x = inputs.detach()
     b, ch, h, w = x.shape
     windows = group_index(h, w, group_size=group_size, stride=stride, overlap=overlap, device=x.device) \
@@ -566,7 +606,8 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
     best = BestAdversarial(x)
     index = torch.arange(b, device=x.device)
     opts = dict(targeted=targeted, kappa=kappa, rho=rho, eta=eta, tau=tau, gamma=gamma, steps=steps,
-                copies=overlap_z_step == "copies", abort_early=abort_early, patience=patience)
+                copies=overlap_z_step == "copies", abort_early=abort_early, patience=patience,
+                abort_unsuccessful=abort_unsuccessful)
     _search(lambda c: _solve_groups(model, x, labels, c, lo, hi, windows, best, index, **opts),
             search, binary_search_steps)
     if not refine or not best.found.any():
@@ -577,7 +618,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
                       binary_search_steps=refine_binary_search_steps, steps=refine_steps, kappa=kappa, rho=rho,
                       eta=eta, gamma=gamma, lo=lo, hi=hi, sigma_quantile=sigma_quantile, scale_up=scale_up,
                       abort_early=abort_early, patience=patience, solver=refine_solver, windows=windows,
-                      grow=refine_grow)
+                      grow=refine_grow, rounds=refine_grow_rounds)
     return _finish_refined(model, x, refined, best.adv, labels, targeted=targeted, quantize=quantize, cap=cap)
 
 
@@ -587,7 +628,7 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
                      kappa: float = 0.0, rho: float = 1.0, eta: float = 5.0, gamma: float = 1.0,
                      linf_cap: float | Tensor | None = None, sigma_quantile: float = 0.03, scale_up: float = 5.0,
                      abort_early: bool = True, patience: int = 2, solver: str = "minimal_l2", grow: float = 0.2,
-                     group_size: int | None = None, stride: int | None = None, overlap: bool = False,
+                     grow_rounds: int = 1, group_size: int | None = None, stride: int | None = None, overlap: bool = False,
                      groups: Tensor | None = None, quantize: bool = True) -> Tensor:
     """Refined StrAttack (Sec. 4.2) of any adversarial `adv`: the sigma-sparse support (19) of
     delta* = adv - inputs, then problem (20) on that fixed support, by default as its smallest-l2
@@ -635,6 +676,8 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
         are then unused); see `strattack`'s `refine_solver`.
     grow : float, default 0.2
         With 'minimal_l2': `strattack`'s `refine_grow` (0: the sigma-support only).
+    grow_rounds : int, default 1
+        With `grow` > 0: `strattack`'s `refine_grow_rounds`.
     group_size, stride : int, optional
     overlap : bool, default False
     groups : Tensor, optional
@@ -660,7 +703,7 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
     check_images(adv, name="adv")
     if adv.shape != inputs.shape:
         raise ValidationError(f"adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(adv.shape)}")
-    _check_refine(sigma_quantile, solver, gamma, grow)
+    _check_refine(sigma_quantile, solver, gamma, grow, grow_rounds)
     if min(rho, eta) <= 0 or min(gamma, kappa) < 0:
         raise ValidationError("rho and eta must be positive, gamma and kappa non-negative")
     if binary_search_steps < 1 or steps < 1:
@@ -674,19 +717,23 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
     refined = _refine(model, x, labels, adv, targeted=targeted, initial_const=initial_const,
                       binary_search_steps=binary_search_steps, steps=steps, kappa=kappa, rho=rho, eta=eta,
                       gamma=gamma, lo=lo, hi=hi, sigma_quantile=sigma_quantile, scale_up=scale_up,
-                      abort_early=abort_early, patience=patience, solver=solver, windows=windows, grow=grow)
+                      abort_early=abort_early, patience=patience, solver=solver, windows=windows, grow=grow,
+                      rounds=grow_rounds)
     return _finish_refined(model, x, refined, adv, labels, targeted=targeted, quantize=quantize, cap=cap)
 
 
 _REFINE_SOLVERS = ("minimal_l2", "admm")
 
 
-def _check_refine(sigma_quantile: float, solver: str, gamma: float, grow: float) -> None:
+def _check_refine(sigma_quantile: float, solver: str, gamma: float, grow: float, rounds: int) -> None:
     if not 0 <= sigma_quantile < 1:
         raise ValidationError(f"sigma_quantile must be in [0, 1), got {sigma_quantile}")
     if not (isinstance(grow, (int, float)) and 0 <= grow < math.inf):
         raise ValidationError(f"the refinement's support growth (refine_grow / grow) must be a finite number >= 0, "
                               f"got {grow!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValidationError(f"the refinement's growth rounds (refine_grow_rounds / grow_rounds) must be an "
+                              f"integer >= 1, got {rounds!r}")
     if solver not in _REFINE_SOLVERS:
         raise ValidationError(f"the refinement's solver must be one of {_REFINE_SOLVERS}, got {solver!r}")
     if solver == "minimal_l2" and gamma == 0:
@@ -697,7 +744,7 @@ def _check_refine(sigma_quantile: float, solver: str, gamma: float, grow: float)
 def _refine(model: nn.Module, x: Tensor, labels: Tensor, adv: Tensor, *, targeted: bool,
             initial_const: float | Tensor | None, binary_search_steps: int, steps: int, kappa: float, rho: float,
             eta: float, gamma: float, lo: Tensor, hi: Tensor, sigma_quantile: float, scale_up: float,
-            abort_early: bool, patience: int, solver: str, windows: Tensor, grow: float) -> Tensor:
+            abort_early: bool, patience: int, solver: str, windows: Tensor, grow: float, rounds: int) -> Tensor:
     """The refinement (19)-(22) without checks or finish: `adv` with each refined success in place."""
     b, ch, h, w = x.shape
     delta_star = adv - x
@@ -709,7 +756,8 @@ def _refine(model: nn.Module, x: Tensor, labels: Tensor, adv: Tensor, *, targete
         return out
     if solver == "minimal_l2":
         best = _refine_minimal_l2(model, x[idx], labels[idx], delta_star[idx], free[idx], targeted=targeted,
-                                  steps=steps, lo=lo[idx], hi=hi[idx], kappa=kappa, windows=windows, grow=grow)
+                                  steps=steps, lo=lo[idx], hi=hi[idx], kappa=kappa, windows=windows, grow=grow,
+                                  rounds=rounds)
         done = idx[best.found]
         out[done] = x[done] + best.delta[best.found]
         return out
@@ -728,23 +776,32 @@ def _refine(model: nn.Module, x: Tensor, labels: Tensor, adv: Tensor, *, targete
 
 def _refine_minimal_l2(model: nn.Module, x: Tensor, labels: Tensor, delta_star: Tensor, support: Tensor, *,
                        targeted: bool, steps: int, lo: Tensor, hi: Tensor, kappa: float, windows: Tensor,
-                       grow: float) -> MinimalL2:
-    """(20) as the smallest-l2 success on the sigma-support; with `grow` > 0 half the steps there, then
-    the support grows by ceil(grow x its touched groups) untouched groups of the largest squared
-    margin gradient at that solution (`ops.groups.grow_support_by_windows`) and the other half
-    continues from it on the grown support. The smaller success of the two per pair."""
+                       grow: float, rounds: int) -> MinimalL2:
+    """(20) as the smallest-l2 success on the sigma-support; with `grow` > 0 half the steps there,
+    then `rounds` times: the support grows by an equal share of ceil(grow x the sigma-support's
+    touched groups) untouched groups, those of the largest squared margin gradient at the best
+    solution so far (`ops.groups.grow_support_by_windows`), and an equal share of the other half
+    of the steps continues from that solution on the grown support. The smallest success per pair."""
     first = steps if grow == 0 else max(steps // 2, 1)
     best = minimal_l2_on_support(model, x, labels, targeted=targeted, support=support, delta=delta_star,
                                  steps=first, lo=lo, hi=hi, kappa=kappa)
     if grow == 0 or steps - first < 1:
         return best
-    count = (grow * (window_sq_sums(support, windows) > 0).sum(1)).ceil().long() * best.found
-    grown = grow_support_by_windows(support, best.gradient, windows, count)
-    start = torch.where(best.found.view(-1, 1, 1, 1), best.delta, delta_star)
-    more = minimal_l2_on_support(model, x, labels, targeted=targeted, support=grown, delta=start,
-                                 steps=steps - first, lo=lo, hi=hi, kappa=kappa)
-    better = more.norm < best.norm
-    best.delta[better], best.norm = more.delta[better], torch.minimum(best.norm, more.norm)
+    total = (grow * (window_sq_sums(support, windows) > 0).sum(1)).ceil().long()
+    left, gradient = steps - first, best.gradient
+    for r in range(rounds):
+        part = left // (rounds - r)
+        left -= part
+        if part < 1:
+            continue
+        count = (total * (r + 1) // rounds - total * r // rounds) * best.found
+        support = grow_support_by_windows(support, gradient, windows, count)
+        start = torch.where(best.found.view(-1, 1, 1, 1), best.delta, delta_star)
+        more = minimal_l2_on_support(model, x, labels, targeted=targeted, support=support, delta=start,
+                                     steps=part, lo=lo, hi=hi, kappa=kappa)
+        better = more.norm < best.norm
+        best.delta[better], best.norm = more.delta[better], torch.minimum(best.norm, more.norm)
+        gradient = torch.where(better.view(-1, 1, 1, 1), more.gradient, gradient)
     return best
 
 
