@@ -478,8 +478,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         Consecutive stalled checks before a pair aborts (Notes).
     abort_unsuccessful : bool, default False
         With `abort_early`, a pair that has not succeeded at this c also leaves once its objective
-        stalls (C&W's own rule), instead of running every failing c to the end; about 28% fewer
-        gradient evaluations at the same l2 when used alone (Notes, "Schedule").
+        stalls (C&W's own rule), instead of running every failing c to the end: on 180
+        Fashion-MNIST pairs the same l2 and l0 with 26% fewer gradient evaluations (Notes,
+        "Schedule").
     refine : bool, default False
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
@@ -507,7 +508,8 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         With `refine_grow` > 0: the rounds the growth is split into (1: all groups at once); each
         round scores the untouched groups by the gradient at the best solution so far, so later
         groups are chosen where the earlier ones left the margin, at the same l0 and cost.
-        Measured in Notes, "Schedule" (0.3-0.5% lower l2 alone).
+        Measured in Notes, "Schedule": 0.3-0.5% lower l2 on 45-90 pairs, but 1.2% higher on 180
+        pairs together with abort_unsuccessful.
     refine_binary_search_steps : int, default 4
         With `refine` and 'admm': steps of the refinement's search over c.
     refine_steps : int, default 400
@@ -557,7 +559,10 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       than the options' effects: in float32 the batch composition changes rounding (in float64
       a batch equals one-at-a-time runs bit for bit, a test), and the discrete choices (which
       pairs abort, which groups enter the support) amplify it, so differences of 1-2% on 45-90
-      pairs lie within the run-to-run spread. Neither option became the default.
+      pairs lie within the run-to-run spread. On all 180 pairs in one batch: abort_unsuccessful
+      alone 1.003x at l0 186 with 5684 evaluations (the defaults: 1.003x at l0 186, 7709), both
+      options 1.015x at l0 185 (5684). Neither option is the default yet (changing it reruns the
+      committed records of benchmarks/sapf_metric.py); abort_unsuccessful is the candidate.
       Shorter schedules trade l2 for speed (first 45 pairs, refine_grow 0.3): with
       abort_unsuccessful, 9 x 500 0.999x at l0 229 (3051 evaluations), 8 x 500 0.999x at l0 229
       (2757), 9 x 400 1.007x at l0 225 (2493); without it 9 x 300 1.023x at l0 219 (2577), 7 x 300
