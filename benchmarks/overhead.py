@@ -373,7 +373,7 @@ def allocator_rows(args) -> list[dict]:
 def throughput_rows(device: torch.device, args) -> list[dict]:
     """Pairs per minute on the same Fashion-MNIST pairs, one batch each: adv-lib's StrAttack (c = 0.5,
     Appendix F's for MNIST; from the `bench` extra), ours at its defaults and with the short schedule
-    of its Notes (8 x 500, refine_grow 0.3), and SAPF (default preset)
+    of its Notes (8 x 500, abort_unsuccessful, refine_grow 0.3), and SAPF (default preset)
     at k = adv-lib's mean l0, so SAPF's row is at equal l0 and its l2 is compared."""
     from harness import adv_lib_attack
     from sparseattack.eval import run_attack

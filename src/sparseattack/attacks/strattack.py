@@ -23,6 +23,7 @@ split as (4) into z = delta = w = y and solved by ADMM on the augmented Lagrangi
             u += rho (delta - z'),  s += rho (w - z'),  v += rho (y - z');  z = z'      (9)
             candidate y (clipped to (11)'s bounds): keep the smallest-l2 success (`ops.search.BestAdversarial`)
             abort early: a pair that succeeded at this c and whose objective stalled leaves
+                (with abort_unsuccessful, any pair whose objective stalled: C&W's rule)
     refine (Sec. 4.2, optional) the best delta*:
         S_sigma = {j : |delta*_j| <= sigma}, sigma a quantile of delta*'s nonzeros     (19)
         problem (20) = (2) without g and with delta = 0 on S_sigma; from z = delta*, u = 0, for each c:
@@ -490,9 +491,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         (21)-(22) with a search over c (the reproduction); 'minimal_l2' (ours, the default) finds
         the smallest-l2 success on the support directly (`ops.minimal_norm.minimal_l2_on_support`,
         `refine_steps` gradient steps from delta*, no search over c, with the support growth of
-        `refine_grow`): on the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (with the
-        earlier defaults, see `refine_grow`) its mean l2 is 1.003x adv-lib's StrAttack (l0 186 vs
-        198) against 1.08x for 'admm' (l0 165), with 7709 gradient evaluations per pair against 8526.
+        `refine_grow`): on the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py its mean l2 is
+        1.003x adv-lib's StrAttack (l0 186 vs 198) against 1.08x for 'admm' (l0 165), with 7709
+        gradient evaluations per pair against 8526.
     refine_grow : float, default 0.2
         With `refine` and 'minimal_l2' (unused with 'admm', which keeps the paper's support): after
         half of `refine_steps` on the sigma-support, add ceil(refine_grow x the groups it touches)
@@ -500,8 +501,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         (the first-order score of entering the support), in `refine_grow_rounds` rounds, each
         followed by an equal share of the other half of the steps on the grown support from the
         best solution so far; the smallest-l2 success is kept. 0: the sigma-support only. On the
-        180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (with the earlier defaults: one round,
-        abort_unsuccessful=False): mean l2 1.003x adv-lib's StrAttack at l0 186 vs 198 with 7709
+        180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (defaults otherwise): mean l2 1.003x adv-lib's StrAttack at l0 186 vs 198 with 7709
         gradient evaluations per pair against 15200, where refine_grow = 0 gave 1.052x at l0 164
         (0.3 on the first 45 pairs: 0.985x at 0.96x adv-lib's l0, so the growth trades l0 for l2).
     refine_grow_rounds : int, default 1
@@ -569,8 +569,8 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       1.021x at l0 226 (2089). On all 180 pairs, 8 x 500 with abort_unsuccessful and refine_grow
       0.3 gives 1.002x at l0 200 vs 198 with 2779 evaluations (5.5x fewer than adv-lib); on its
       first 90 1.009x at l0 201, with refine_grow_rounds 2 1.004x at l0 202, 3 rounds 1.003x at
-      l0 202, 2 rounds at refine_grow 0.25 1.014x at l0 195 (2739 evaluations each). At equal l0
-      that is 1-2% above the default. Warm-starting each c's ADMM from the previous c's variables
+      l0 202, 2 rounds at refine_grow 0.25 1.014x at l0 195 (2739 evaluations each). It buys its
+      speed with more entries (the default: 1.003x at l0 186). Warm-starting each c's ADMM from the previous c's variables
       did not help (9 x 300: 1.021-1.033x) and is not offered.
     - Overlapping groups (16)-(18) keep only each group's own entries of y_i, v_i: off-group entries
       are unregularized consensus copies of z whose c'_i equals z^k exactly, so 'copies' reproduces
