@@ -367,14 +367,15 @@ def test_no_linf_cap_is_the_old_cap_of_one(fmnist_model, pairs4):
 
 
 def test_abort_unsuccessful_leaves_a_stalled_failing_pair(fmnist_model, pairs4):
-    """abort_unsuccessful=True: at a c far too small to succeed (1e-6) y stays 0, so the objective
-    is constant and every pair leaves at its `patience`-th stalled check instead of running all
-    `steps`; with the default False (the success-only rule) each runs them all. Structural: both
-    fail (the inputs come back unchanged) and the aborted run costs a small fraction."""
+    """abort_unsuccessful (the default True, C&W's rule): at a c far too small to succeed (1e-6)
+    y stays 0, so the objective is constant and every pair leaves at its `patience`-th stalled
+    check instead of running all `steps`; with False (the success-only rule) each runs them all.
+    Structural: both fail (the inputs come back unchanged) and the aborted run costs a small
+    fraction."""
     x, y, t = pairs4
     kw = dict(initial_const=1e-6, binary_search_steps=1, steps=200)
-    on = run_attack("strattack", fmnist_model, x, y, targets=t, abort_unsuccessful=True, **kw)
-    off = run_attack("strattack", fmnist_model, x, y, targets=t, **kw)
+    on = run_attack("strattack", fmnist_model, x, y, targets=t, **kw)
+    off = run_attack("strattack", fmnist_model, x, y, targets=t, abort_unsuccessful=False, **kw)
     assert not on.success.any() and not off.success.any()
     assert torch.equal(on.adv, x) and torch.equal(off.adv, x)
     assert off.gradients == 200 * len(x)

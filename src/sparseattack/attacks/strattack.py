@@ -22,8 +22,8 @@ split as (4) into z = delta = w = y and solved by ADMM on the augmented Lagrangi
                     with a' = delta + u/rho, b' = w + s/rho, c' = y + v/rho              (13)
             u += rho (delta - z'),  s += rho (w - z'),  v += rho (y - z');  z = z'      (9)
             candidate y (clipped to (11)'s bounds): keep the smallest-l2 success (`ops.search.BestAdversarial`)
-            abort early: a pair that succeeded at this c and whose objective stalled leaves
-                (with abort_unsuccessful, any pair whose objective stalled: C&W's rule)
+            abort early: a pair whose objective stalled leaves (C&W's rule; with
+                abort_unsuccessful=False only a pair that succeeded at this c)
     refine (Sec. 4.2, optional) the best delta*:
         S_sigma = {j : |delta*_j| <= sigma}, sigma a quantile of delta*'s nonzeros     (19)
         problem (20) = (2) without g and with delta = 0 on S_sigma; from z = delta*, u = 0, for each c:
@@ -420,7 +420,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
               kappa: float = 0.0, rho: float = 1.0, eta: float = 5.0, tau: float = 2.0, gamma: float = 1.0,
               linf_cap: float | Tensor | None = None, group_size: int | None = None, stride: int | None = None,
               overlap: bool = False, groups: Tensor | None = None, overlap_z_step: str = "entrywise",
-              scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, abort_unsuccessful: bool = False,
+              scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, abort_unsuccessful: bool = True,
               refine: bool = False, sigma_quantile: float = 0.03, refine_solver: str = "minimal_l2",
               refine_grow: float = 0.2, refine_grow_rounds: int = 1,
               refine_binary_search_steps: int = 4, refine_steps: int = 400, quantize: bool = True) -> Tensor:
@@ -477,11 +477,13 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         Leave the iterations of a c early (Notes).
     patience : int, default 2
         Consecutive stalled checks before a pair aborts (Notes).
-    abort_unsuccessful : bool, default False
+    abort_unsuccessful : bool, default True
         With `abort_early`, a pair that has not succeeded at this c also leaves once its objective
-        stalls (C&W's own rule), instead of running every failing c to the end: on 180
-        Fashion-MNIST pairs the same l2 and l0 with 26% fewer gradient evaluations (Notes,
-        "Schedule").
+        stalls (C&W's own rule). False: only a pair that succeeded at this c leaves early, every
+        failing c runs all `steps` (the earlier default, which the committed records of
+        benchmarks/regression_v01.py and the ADMM-refined row of benchmarks/sapf_metric.py pin). On the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py the same l2 and l0 with
+        26% fewer gradient evaluations (Notes, "Schedule"); not yet measured on ImageNet-size
+        images.
     refine : bool, default False
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
@@ -492,8 +494,8 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         the smallest-l2 success on the support directly (`ops.minimal_norm.minimal_l2_on_support`,
         `refine_steps` gradient steps from delta*, no search over c, with the support growth of
         `refine_grow`): on the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py its mean l2 is
-        1.003x adv-lib's StrAttack (l0 186 vs 198) against 1.08x for 'admm' (l0 165), with 7709
-        gradient evaluations per pair against 8526.
+        1.003x adv-lib's StrAttack (l0 186 vs 198) against 1.08x for 'admm' (l0 165), with 5684
+        gradient evaluations per pair against 8526 (the latter with the success-only abort).
     refine_grow : float, default 0.2
         With `refine` and 'minimal_l2' (unused with 'admm', which keeps the paper's support): after
         half of `refine_steps` on the sigma-support, add ceil(refine_grow x the groups it touches)
@@ -501,8 +503,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         (the first-order score of entering the support), in `refine_grow_rounds` rounds, each
         followed by an equal share of the other half of the steps on the grown support from the
         best solution so far; the smallest-l2 success is kept. 0: the sigma-support only. On the
-        180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (defaults otherwise): mean l2 1.003x adv-lib's StrAttack at l0 186 vs 198 with 7709
-        gradient evaluations per pair against 15200, where refine_grow = 0 gave 1.052x at l0 164
+        180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (defaults otherwise): mean l2 1.003x
+        adv-lib's StrAttack at l0 186 vs 198 with 5684 gradient evaluations per pair against
+        15200, where refine_grow = 0 gave 1.052x at l0 164 (success-only abort)
         (0.3 on the first 45 pairs: 0.985x at 0.96x adv-lib's l0, so the growth trades l0 for l2).
     refine_grow_rounds : int, default 1
         With `refine_grow` > 0: the rounds the growth is split into (1: all groups at once); each
@@ -540,38 +543,42 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       the authors' code evaluates y; the smallest-l2 success is kept (the authors' code).
     - Abort early (C&W's rule, per pair): every steps/10 iterations, a pair whose best candidate
       objective so far, c f + gamma ||.||^2 + tau g, fell by less than 0.01% at `patience`
-      consecutive checks leaves the loop, if it succeeded at this c (or with
-      `abort_unsuccessful`, whether or not it did: C&W's own rule). A running minimum and a
-      patience because the ADMM iterates oscillate; by default not before a first success, since
-      y may stay 0 while the duals grow.
+      consecutive checks leaves the loop, whether or not it succeeded at this c (C&W's own rule,
+      `abort_unsuccessful`); with `abort_unsuccessful=False` only once it has succeeded there,
+      since y may stay 0 while the duals grow. A running minimum and a patience because the ADMM
+      iterates oscillate.
     - Schedule (measured on Fashion-MNIST pairs of benchmarks/sapf_metric.py against adv-lib's
       StrAttack at c = 0.5, Appendix F's for MNIST, 15200 gradient evaluations per pair; all
-      refined by 'minimal_l2'; l2 as a ratio of adv-lib's on the same pairs; scratch runs of
-      `run_attack("strattack", ..., refine=True, ...)`, one batch per 45 or 90 pairs). The
-      defaults (Appendix F's 9 x 1000, refine_grow 0.2, one round, success-only abort): 1.003x at
-      l0 186 vs 198 on all 180 pairs, 7709 evaluations per pair; 1.006x at l0 208 on the first
-      45 (adv-lib: l0 233), 1.031x at l0 169 on the next 45 (adv-lib: l0 167).
-      abort_unsuccessful alone: first 45 (with refine_grow 0.3) 0.987x at l0 224 against 0.985x
-      without, 5704 evaluations; next 45 1.030x at l0 168, 5587 evaluations. refine_grow_rounds 2
-      alone: next 45 1.028x at l0 168. Both together on the first 90 pairs (one batch of 90):
-      1.036x at l0 187 against the defaults' 1.015x at l0 189, 5646 evaluations; on the next 45
-      in one batch of 45: 1.027x at l0 168, 5587 evaluations. The two runs disagree by more
-      than the options' effects: in float32 the batch composition changes rounding (in float64
-      a batch equals one-at-a-time runs bit for bit, a test), and the discrete choices (which
-      pairs abort, which groups enter the support) amplify it, so differences of 1-2% on 45-90
-      pairs lie within the run-to-run spread. On all 180 pairs in one batch: abort_unsuccessful
-      alone 1.003x at l0 186 with 5684 evaluations (the defaults: 1.003x at l0 186, 7709), both
-      options 1.015x at l0 185 (5684). Neither option is the default yet (changing it reruns the
-      committed records of benchmarks/sapf_metric.py); abort_unsuccessful is the candidate.
-      Shorter schedules trade l2 for speed (first 45 pairs, refine_grow 0.3): with
+      refined by 'minimal_l2'; l2 as a ratio of adv-lib's on the same pairs). The defaults
+      (Appendix F's 9 x 1000, C&W's abort rule, refine_grow 0.2, one round): 1.003x at l0 186 vs
+      198 on all 180 pairs with 5684 evaluations per pair (committed records of
+      benchmarks/sapf_metric.py). With abort_unsuccessful=False (success-only abort): 1.003x at
+      l0 186 with 7709 evaluations (the same l2 and l0 for 26% more); on the first 45 pairs
+      1.006x at l0 208 (adv-lib: l0 233), on the next 45 1.031x at l0 169 (adv-lib: l0 167).
+      The remaining figures are scratch runs of `run_attack("strattack", ..., refine=True, ...)`,
+      one batch per 45, 90 or 180 pairs. abort_unsuccessful on the first 45 (with refine_grow
+      0.3) 0.987x at l0 224 against 0.985x without, 5704 evaluations; next 45 1.030x at l0 168,
+      5587 evaluations. refine_grow_rounds 2 with the success-only abort: next 45 1.028x at l0
+      168. Both options on the first 90 pairs (one batch of 90): 1.036x at l0 187 against the
+      success-only abort's 1.015x at l0 189, 5646 evaluations; on the next 45 in one batch of
+      45: 1.027x at l0 168, 5587 evaluations. The two runs disagree by more than the options'
+      effects: in float32 the batch composition changes rounding (in float64 a batch equals
+      one-at-a-time runs bit for bit, a test), and the discrete choices (which pairs abort,
+      which groups enter the support) amplify it, so differences of 1-2% on 45-90 pairs lie
+      within the run-to-run spread. On all 180 pairs in one batch, both options: 1.015x at l0
+      185 (5684 evaluations), so refine_grow_rounds stays 1.
+      Shorter schedules trade l2 or l0 for speed (first 45 pairs, refine_grow 0.3): with
       abort_unsuccessful, 9 x 500 0.999x at l0 229 (3051 evaluations), 8 x 500 0.999x at l0 229
       (2757), 9 x 400 1.007x at l0 225 (2493); without it 9 x 300 1.023x at l0 219 (2577), 7 x 300
       1.021x at l0 226 (2089). On all 180 pairs, 8 x 500 with abort_unsuccessful and refine_grow
       0.3 gives 1.002x at l0 200 vs 198 with 2779 evaluations (5.5x fewer than adv-lib); on its
       first 90 1.009x at l0 201, with refine_grow_rounds 2 1.004x at l0 202, 3 rounds 1.003x at
       l0 202, 2 rounds at refine_grow 0.25 1.014x at l0 195 (2739 evaluations each). It buys its
-      speed with more entries (the default: 1.003x at l0 186). Warm-starting each c's ADMM from the previous c's variables
-      did not help (9 x 300: 1.021-1.033x) and is not offered.
+      speed with more entries (the default: 1.003x at l0 186). With patience 1 (C&W's exact
+      rule, no second stalled check): 8 x 500 1.020x at l0 199 with 1829 evaluations, 8 x 800
+      1.003x at l0 200 with 2731 (the same as 8 x 500 at patience 2), so patience stays 2.
+      Warm-starting each c's ADMM from the previous c's variables did not help (9 x 300:
+      1.021-1.033x) and is not offered.
     - Overlapping groups (16)-(18) keep only each group's own entries of y_i, v_i: off-group entries
       are unregularized consensus copies of z whose c'_i equals z^k exactly, so 'copies' reproduces
       (18) with the term (PQ - n_j) rho z^k_j; 'entrywise' drops those redundant constraints:
