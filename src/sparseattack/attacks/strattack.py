@@ -575,7 +575,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       0.3 gives 1.002x at l0 200 vs 198 with 2779 evaluations (5.5x fewer than adv-lib); on its
       first 90 1.009x at l0 201, with refine_grow_rounds 2 1.004x at l0 202, 3 rounds 1.003x at
       l0 202, 2 rounds at refine_grow 0.25 1.014x at l0 195 (2739 evaluations each). It buys its
-      speed with more entries (the default: 1.003x at l0 186). With patience 1 (C&W's exact
+      speed with more entries (the default: 1.003x at l0 186). A larger growth buys l2 with
+      entries: 7 x 500 at refine_grow 0.4 1.000x at l0 216 (2470 evaluations), 8 x 450 at 0.4
+      0.988x at l0 217 (2526; 6.0x fewer than adv-lib, 9% more entries than its l0 198). With patience 1 (C&W's exact
       rule, no second stalled check) every pair leaves its values of c sooner: Appendix F's 9 x
       1000 with 3659 evaluations per pair (36% fewer than the default's 5684) gives 1.014x at l0
       185 (refine_grow 0.2), 1.004x at l0 190 (0.25) and 0.995x at l0 198 vs 198 (0.3: lower l2
