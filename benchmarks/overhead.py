@@ -22,7 +22,7 @@ Parts (`--parts`, default all for the device):
 - batches (CUDA): pairs per second of SAPF and StrAttack on Lite0 at batch 1 to 256.
 - throughput: pairs per minute on the same Fashion-MNIST pairs (one batch) of adv-lib's StrAttack
   (c = 0.5), ours (refined, `strattack-refined`, as issue 12 compares them; at its defaults and with
-  the short schedule of its Notes), and SAPF at k = adv-lib's mean l0, with ASR, l0 and l2 (goal: SAPF and our
+  three faster schedules of its Notes), and SAPF at k = adv-lib's mean l0, with ASR, l0 and l2 (goal: SAPF and our
   StrAttack at least 5x adv-lib's rate at equal or better l2). Needs adv-lib (`make bench-deps`).
 - allocator (CPU): Lite0 SAPF at batch 50 in child processes under glibc's default, a fixed mmap
   threshold (MALLOC_MMAP_THRESHOLD_), and jemalloc / tcmalloc when their Debian packages are
@@ -372,10 +372,10 @@ def allocator_rows(args) -> list[dict]:
 
 def throughput_rows(device: torch.device, args) -> list[dict]:
     """Pairs per minute on the same Fashion-MNIST pairs, one batch each: adv-lib's StrAttack (c = 0.5,
-    Appendix F's for MNIST; from the `bench` extra), ours at its defaults and with the short schedule
-    of its Notes (8 x 500, refine_grow 0.3; 8 x 450, refine_grow 0.4) and with patience 1 and
-    refine_grow 0.3, and SAPF (default preset) at k = adv-lib's mean l0, so SAPF's row is at
-    equal l0 and its l2 is compared."""
+    Appendix F's for MNIST; from the `bench` extra), ours at its defaults and with three faster
+    schedules of its Notes ("Schedule": 8 x 500 with refine_grow 0.3, patience 1 with
+    refine_grow 0.3, 8 x 450 with refine_grow 0.4), and SAPF (default preset) at k = adv-lib's
+    mean l0, so SAPF's row is at equal l0 and its l2 is compared."""
     from harness import adv_lib_attack
     from sparseattack.eval import run_attack
 

@@ -482,9 +482,10 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         With `abort_early`, a pair that has not succeeded at this c also leaves once its objective
         stalls (C&W's own rule). False: only a pair that succeeded at this c leaves early, every
         failing c runs all `steps` (the earlier default, which the committed records of
-        benchmarks/regression_v01.py and the ADMM-refined row of benchmarks/sapf_metric.py pin). On the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py the same l2 and l0 with
-        26% fewer gradient evaluations (Notes, "Schedule"); not yet measured on ImageNet-size
-        images.
+        benchmarks/regression_v01.py and the ADMM-refined row of benchmarks/sapf_metric.py pin).
+        On the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py True gives the same l2 and l0
+        with 26% fewer gradient evaluations (Notes, "Schedule"); not yet measured on
+        ImageNet-size images.
     refine : bool, default False
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
