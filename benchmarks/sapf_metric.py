@@ -41,13 +41,17 @@ plumbing check only (its tables say so). Its committed records of our StrAttack 
 minimal-l2 refinement (they were refined by ADMM), so a rerun needs a fresh --out (it refuses to
 mix configurations). `--imagenet-references FILE` (with `--imagenet-reference-labels`) reads the
 StrAttacks' records from an earlier --imagenet run instead of running them (they must cover the
-same pairs on the same weights; the table names the file and the devices they were made on).
+same pairs on the same weights; the table names the file and the devices they were made on); a
+StrAttack left out of `--imagenet-reference-labels` runs here.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -266,18 +270,20 @@ def imagenet_part(args) -> list[str]:
     ours_short = {} if cap is None else {"steps": cap, "binary_search_steps": 1, "refine_steps": cap,
                                          "refine_binary_search_steps": 1}
     sapf_short = {} if cap is None else {"stages": 2, "stage_steps": cap, "max_stages": 3, "polish_steps": cap}
-    if args.imagenet_references is None:
-        refs = {"StrAttack (adv-lib)": run_protocol(net, adv_lib_attack("structured_adversarial_attack", "str_attack"),
-                                                    data, out, "StrAttack (adv-lib)", initial_const=2.5, group_size=13,
-                                                    stride=13, **short, **common),
-                "StrAttack (ours)": run_protocol(net, "strattack", data, out, "StrAttack (ours)", refine=True,
-                                                 **ours_short, **common)}
-        source = "run here"
-    else:
-        refs, source = imagenet_references(args.imagenet_references, net, data, args.imagenet_reference_labels), \
-            f"records of {args.imagenet_references} (see its devices below)"
+    runners = {"StrAttack (adv-lib)": lambda: run_protocol(
+                   net, adv_lib_attack("structured_adversarial_attack", "str_attack"), data, out, "StrAttack (adv-lib)",
+                   initial_const=2.5, group_size=13, stride=13, **short, **common),
+               "StrAttack (ours)": lambda: run_protocol(net, "strattack", data, out, "StrAttack (ours)", refine=True,
+                                                        **ours_short, **common)}
+    read = {} if args.imagenet_references is None else \
+        imagenet_references(args.imagenet_references, net, data, args.imagenet_reference_labels)
+    refs = {label: read[label] if label in read else run() for label, run in runners.items()}
+    source = "; ".join(f"{label}: " + (f"records of {args.imagenet_references}" if label in read else "run here")
+                       for label in refs)
     name = f"SAPF ({DEFAULT_PRESET})"
     report = [f"# SAPF at StrAttack's l0 on ImageNet ({time.strftime('%Y-%m-%d')}, device {args.device})\n",
+              f"`OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} python sapf_metric.py "
+              f"{shlex.join(sys.argv[1:])}` ({torch.get_num_threads()} threads).\n",
               f"EfficientNet-Lite0, {len(data.ids)} sample images x 2 seeded targets."
               + ("" if cap is None else f" PLUMBING CHECK ONLY: every attack capped at {cap} iterations.") + "\n",
               f"StrAttack rows: {source}; SAPF rows: run here on {args.device}. Devices of the records: "
@@ -312,7 +318,8 @@ def main() -> None:
                     help="read both StrAttacks' ImageNet records from this JSONL (an earlier --imagenet run) "
                          "instead of running them (adv-lib's costs about 25 minutes per pair on one CPU core)")
     ap.add_argument("--imagenet-reference-labels", nargs="+", default=["StrAttack (adv-lib)", "StrAttack (ours)"],
-                    help="with --imagenet-references: which of its StrAttacks to match (default: both)")
+                    help="with --imagenet-references: which of its StrAttacks to read (default: both); "
+                         "the other one runs here")
     add_device(ap)
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
     args = ap.parse_args()
