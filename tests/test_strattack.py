@@ -15,8 +15,8 @@ from torch import nn
 from sparseattack import run_attack
 from sparseattack.attacks import get
 from sparseattack.attacks.dense import cw_l2
-from sparseattack.attacks.strattack import (group_grid_shape, group_index, group_map, nonzero_groups,
-                                            sigma_threshold, strattack, strattack_refine)
+from sparseattack.attacks.strattack import (default_refine_grow, group_grid_shape, group_index, group_map,
+                                            nonzero_groups, sigma_threshold, strattack, strattack_refine)
 
 from conftest import NeverFooled, assert_bad_calls_refused, check_finished, succeeds
 from sparseattack.ops.groups import sliding_window_groups, window_sq_sums
@@ -210,6 +210,28 @@ def test_refinement_support_growth(fmnist_model, pairs4, str_result, rounds):
         strattack(fmnist_model, x, t, targeted=True, refine=True, refine_grow=-0.1)
     with pytest.raises(ValueError, match="rounds"):
         strattack(fmnist_model, x, t, targeted=True, refine=True, refine_grow_rounds=0)
+
+
+def test_refine_grow_default_follows_the_image_size(fmnist_model, pairs4, str_result):
+    """refine_grow / grow default (None): 0.2 on small images, 0 at ImageNet size (smaller side
+    above 64 px, where every 8-bit entry costs at least 1/255 of l2). At 84 x 84 the shipped net
+    sits behind a 3 x 3 average pool and sees the Fashion-MNIST pairs blown up 3x, so both the
+    refinement alone and the whole attack run at ImageNet size on a real model. Exact equality of
+    the same computation, so it holds on any CPU."""
+    assert [default_refine_grow(*hw) for hw in ((28, 28), (64, 300), (65, 300), (224, 224))] == [0.2, 0.2, 0.0, 0.0]
+    x, y, t = pairs4
+    kw = dict(targeted=True, quantize=False, steps=40)
+    small = strattack_refine(fmnist_model, x, t, str_result.adv, **kw)
+    assert torch.equal(small, strattack_refine(fmnist_model, x, t, str_result.adv, grow=0.2, **kw))
+    big = nn.Sequential(nn.AvgPool2d(3), fmnist_model).eval()
+    up = lambda a: a.repeat_interleave(3, 2).repeat_interleave(3, 3)  # noqa: E731
+    xb, ab = up(x), up(str_result.adv)
+    out = strattack_refine(big, xb, t, ab, **kw)
+    assert torch.equal(out, strattack_refine(big, xb, t, ab, grow=0.0, **kw))
+    assert not torch.equal(out, strattack_refine(big, xb, t, ab, grow=0.2, **kw))  # the default is not 0.2 there
+    short = dict(targeted=True, refine=True, initial_const=5.0, binary_search_steps=1, steps=40, refine_steps=20)
+    assert torch.equal(strattack(big, xb, t, **short), strattack(big, xb, t, refine_grow=0.0, **short))
+    assert torch.equal(strattack(fmnist_model, x, t, **short), strattack(fmnist_model, x, t, refine_grow=0.2, **short))
 
 
 def test_registered_refined_variant_runs(fmnist_model, pairs4):

@@ -61,7 +61,7 @@ from ..validation import ValidationError, check_attack_call, check_images
 from ._renames import renamed
 
 __all__ = ["strattack", "strattack_refine", "group_index", "group_grid_shape", "group_map",
-           "nonzero_groups", "sigma_threshold", "default_groups", "default_const"]
+           "nonzero_groups", "sigma_threshold", "default_groups", "default_const", "default_refine_grow"]
 
 
 def default_groups(height: int, width: int, overlap: bool = False) -> tuple[int, int]:
@@ -101,6 +101,29 @@ def default_const(channels: int, height: int, width: int) -> float:
     if is_imagenet_size(height, width):
         return 2.5
     return 0.5 if channels == 1 else 0.25
+
+
+def default_refine_grow(height: int, width: int) -> float:
+    """The default support growth of the minimal-l2 refinement (`strattack`'s `refine_grow`).
+
+    0.2 on small images; 0 at ImageNet size (`ops.tensors.is_imagenet_size`). There an 8-bit
+    output pays at least 1/255 per nonzero entry, so its l2 is at least sqrt(l0)/255 and the
+    entries that whole added groups bring cost more l2 than they save: on the 10 Lite0 pairs of
+    benchmarks/sapf_metric.py (--imagenet) the same main search refined with 0.2 gives mean l2
+    0.993 at l0 59221, with 0.1 0.972 at l0 45250, with 0 0.917 at l0 39868 (adv-lib's
+    StrAttack: 0.921 at l0 42518). On the 180 Fashion-MNIST pairs 0.2 gives 1.003x adv-lib's
+    l2 at l0 186 vs 198, 0 1.052x at l0 164 (`strattack`'s Notes, "Schedule").
+
+    Parameters
+    ----------
+    height, width : int
+        The image size.
+
+    Returns
+    -------
+    float
+    """
+    return 0.0 if is_imagenet_size(height, width) else 0.2
 
 
 def group_index(height: int, width: int, *, group_size: int | None = None, stride: int | None = None,
@@ -422,7 +445,7 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
               overlap: bool = False, groups: Tensor | None = None, overlap_z_step: str = "entrywise",
               scale_up: float = 5.0, abort_early: bool = True, patience: int = 2, abort_unsuccessful: bool = True,
               refine: bool = False, sigma_quantile: float = 0.03, refine_solver: str = "minimal_l2",
-              refine_grow: float = 0.2, refine_grow_rounds: int = 1,
+              refine_grow: float | None = None, refine_grow_rounds: int = 1,
               refine_binary_search_steps: int = 4, refine_steps: int = 400, quantize: bool = True) -> Tensor:
     """Batched StrAttack (Xu et al., ICLR 2019): problem (2) by linearized ADMM (9)-(15), overlapping
     groups by (16)-(18), and with `refine` Sec. 4.2's refinement (19)-(22) (module docstring).
@@ -484,8 +507,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         failing c runs all `steps` (the earlier default, which the committed records of
         benchmarks/regression_v01.py and the ADMM-refined row of benchmarks/sapf_metric.py pin).
         On the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py True gives the same l2 and l0
-        with 26% fewer gradient evaluations (Notes, "Schedule"); not yet measured on
-        ImageNet-size images.
+        with 26% fewer gradient evaluations (Notes, "Schedule"). At ImageNet size the defaults
+        cost 4710 evaluations per pair on the 10 Lite0 pairs of benchmarks/sapf_metric.py
+        (False not run there).
     refine : bool, default False
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
@@ -498,16 +522,20 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         `refine_grow`): on the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py its mean l2 is
         1.003x adv-lib's StrAttack (l0 186 vs 198) against 1.08x for 'admm' (l0 165), with 5684
         gradient evaluations per pair against 8526 (the latter with the success-only abort).
-    refine_grow : float, default 0.2
+    refine_grow : float, optional
         With `refine` and 'minimal_l2' (unused with 'admm', which keeps the paper's support): after
         half of `refine_steps` on the sigma-support, add ceil(refine_grow x the groups it touches)
         groups it does not touch, those of the largest squared margin gradient at the solution
         (the first-order score of entering the support), in `refine_grow_rounds` rounds, each
         followed by an equal share of the other half of the steps on the grown support from the
-        best solution so far; the smallest-l2 success is kept. 0: the sigma-support only. On the
-        180 Fashion-MNIST pairs of benchmarks/sapf_metric.py (defaults otherwise): mean l2 1.003x
-        adv-lib's StrAttack at l0 186 vs 198 with 5684 gradient evaluations per pair against
-        15200, where refine_grow = 0 gave 1.052x at l0 164 (success-only abort)
+        best solution so far; the smallest-l2 success is kept. 0: the sigma-support only. Default
+        (`default_refine_grow`): 0.2 on small images, 0 at ImageNet size, where every 8-bit entry
+        costs at least 1/255 of l2 (on the 10 Lite0 pairs of benchmarks/sapf_metric.py 0 gives
+        l2 0.917 at l0 39868 against 0.2's 0.993 at l0 59221 from the same main search; adv-lib's
+        StrAttack 0.921 at l0 42518). On the 180 Fashion-MNIST pairs of
+        benchmarks/sapf_metric.py (defaults otherwise): mean l2 1.003x adv-lib's StrAttack at l0
+        186 vs 198 with 5684 gradient evaluations per pair against 15200, where refine_grow = 0
+        gave 1.052x at l0 164 (success-only abort)
         (0.3 on the first 45 pairs: 0.985x at 0.96x adv-lib's l0, so the growth trades l0 for l2).
     refine_grow_rounds : int, default 1
         With `refine_grow` > 0: the rounds the growth is split into (1: all groups at once); each
@@ -585,6 +613,14 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       than adv-lib at its l0 with 4.2x fewer evaluations); 8 x 500 1.020x at l0 199 with 1829
       evaluations, 8 x 800 1.003x at l0 200 with 2731 (no better than 8 x 500 at patience 2).
       Patience 1 costs about 0.8% l2 at the default's l0, so the default keeps 2.
+      ImageNet size (EfficientNet-Lite0, the 10 pairs of benchmarks/sapf_metric.py --imagenet,
+      adv-lib's StrAttack at c = 2.5 with 13 x 13 groups: l2 0.921 at l0 42518, 15200
+      evaluations): the defaults' main search costs 4710 evaluations per pair in all. One main
+      search, refined four ways (scratch): refine_grow 0.2 l2 0.993 at l0 59221 (the committed
+      records of that run), 0.1 0.972 at 45250, 0 0.917 at 39868, 0 with 800 refine steps 0.928
+      at 41775, 0 with sigma_quantile 0.1 0.910 at 42165. On 8-bit ImageNet outputs every entry
+      costs at least 1/255 (l2 >= sqrt(l0)/255: 0.78 at l0 39868), so growth buys nothing there:
+      `default_refine_grow` is 0 at ImageNet size.
       Warm-starting each c's ADMM from the previous c's variables did not help (9 x 300:
       1.021-1.033x) and is not offered.
     - Overlapping groups (16)-(18) keep only each group's own entries of y_i, v_i: off-group entries
@@ -613,10 +649,12 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         raise ValidationError(f"overlap_z_step must be 'entrywise' or 'copies', got {overlap_z_step!r}")
     if min(rho, eta) <= 0 or min(tau, gamma, kappa) < 0:
         raise ValidationError("rho and eta must be positive, tau, gamma and kappa non-negative")
-    if refine:
-        _check_refine(sigma_quantile, refine_solver, gamma, refine_grow, refine_grow_rounds)
     x = inputs.detach()
     b, ch, h, w = x.shape
+    if refine_grow is None:
+        refine_grow = default_refine_grow(h, w)
+    if refine:
+        _check_refine(sigma_quantile, refine_solver, gamma, refine_grow, refine_grow_rounds)
     windows = group_index(h, w, group_size=group_size, stride=stride, overlap=overlap, device=x.device) \
         if groups is None else _check_windows(groups.to(x.device), h, w)
     c0 = default_const(ch, h, w) if initial_const is None else initial_const
@@ -647,7 +685,7 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
                      initial_const: float | Tensor | None = None, binary_search_steps: int = 4, steps: int = 400,
                      kappa: float = 0.0, rho: float = 1.0, eta: float = 5.0, gamma: float = 1.0,
                      linf_cap: float | Tensor | None = None, sigma_quantile: float = 0.03, scale_up: float = 5.0,
-                     abort_early: bool = True, patience: int = 2, solver: str = "minimal_l2", grow: float = 0.2,
+                     abort_early: bool = True, patience: int = 2, solver: str = "minimal_l2", grow: float | None = None,
                      grow_rounds: int = 1, group_size: int | None = None, stride: int | None = None, overlap: bool = False,
                      groups: Tensor | None = None, quantize: bool = True) -> Tensor:
     """Refined StrAttack (Sec. 4.2) of any adversarial `adv`: the sigma-sparse support (19) of
@@ -694,8 +732,9 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
         success on the support by `ops.minimal_norm.minimal_l2_on_support` in `steps` steps from
         delta* (initial_const, binary_search_steps, rho, eta, scale_up, abort_early and patience
         are then unused); see `strattack`'s `refine_solver`.
-    grow : float, default 0.2
-        With 'minimal_l2': `strattack`'s `refine_grow` (0: the sigma-support only).
+    grow : float, optional
+        With 'minimal_l2': `strattack`'s `refine_grow` (0: the sigma-support only); default
+        `default_refine_grow` of the image size (0.2 on small images, 0 at ImageNet size).
     grow_rounds : int, default 1
         With `grow` > 0: `strattack`'s `refine_grow_rounds`.
     group_size, stride : int, optional
@@ -723,13 +762,15 @@ def strattack_refine(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tens
     check_images(adv, name="adv")
     if adv.shape != inputs.shape:
         raise ValidationError(f"adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(adv.shape)}")
-    _check_refine(sigma_quantile, solver, gamma, grow, grow_rounds)
     if min(rho, eta) <= 0 or min(gamma, kappa) < 0:
         raise ValidationError("rho and eta must be positive, gamma and kappa non-negative")
     if binary_search_steps < 1 or steps < 1:
         raise ValidationError("binary_search_steps and steps must be >= 1")
     x, adv = inputs.detach(), adv.detach().to(inputs.dtype)
     h, w = x.shape[-2:]
+    if grow is None:
+        grow = default_refine_grow(h, w)
+    _check_refine(sigma_quantile, solver, gamma, grow, grow_rounds)
     windows = group_index(h, w, group_size=group_size, stride=stride, overlap=overlap, device=x.device) \
         if groups is None else _check_windows(groups.to(x.device), h, w)
     cap = _finish_cap(linf_cap, x)
