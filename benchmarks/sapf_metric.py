@@ -260,6 +260,14 @@ def imagenet_references(path: Path, net, data: Subset, labels: list[str]) -> dic
     return refs
 
 
+def _command() -> str:
+    """This run's command line as typed, with its folder (relative to the repository) and the
+    environment settings that change its speed."""
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "LD_PRELOAD") if k in os.environ)
+    folder = os.path.relpath(Path.cwd(), Path(__file__).resolve().parent.parent)
+    return f"cd {folder} && {env + ' ' if env else ''}python {shlex.join(sys.argv)}"
+
+
 def imagenet_part(args) -> list[str]:
     """Equal l0 on EfficientNet-Lite0 against adv-lib's and our StrAttack (see the module docstring)."""
     net = models.load("efficientnet-lite0", args.device)
@@ -283,8 +291,7 @@ def imagenet_part(args) -> list[str]:
                        for label in refs)
     name = f"SAPF ({DEFAULT_PRESET})"
     report = [f"# SAPF at StrAttack's l0 on ImageNet ({time.strftime('%Y-%m-%d')}, device {args.device})\n",
-              f"`OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} python sapf_metric.py "
-              f"{shlex.join(sys.argv[1:])}` ({torch.get_num_threads()} threads).\n",
+              f"`{_command()}` ({torch.get_num_threads()} threads).\n",
               f"EfficientNet-Lite0, {len(data.ids)} sample images x 2 seeded targets."
               + ("" if cap is None else f" PLUMBING CHECK ONLY: every attack capped at {cap} iterations.") + "\n",
               f"StrAttack rows: {source}; SAPF rows: run here on {args.device}. Devices of the records: "
