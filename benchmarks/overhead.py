@@ -29,7 +29,8 @@ Parts (`--parts`, default all for the device):
   installed (LD_PRELOAD).
 
 Attacks: SAPF at its default preset (k = 80 entries on Fashion-MNIST, 2000 on ImageNet) and
-StrAttack at its defaults. StrAttack's full schedule costs about 8,000 gradient evaluations per
+StrAttack at its defaults (`--methods` adds `strattack-z`: StrAttack linearized at z^k as the paper
+writes (13), which adds a forward-only check of its candidate per iteration). StrAttack's full schedule costs about 8,000 gradient evaluations per
 pair; where a row says "capped" it ran `binary_search_steps` x `steps` of `--strattack-cap`
 (overhead shares and rates are per iteration and do not depend on the count; pairs per second of a
 capped row are scaled to the defaults' measured gradient count, and the table says so).
@@ -65,8 +66,11 @@ from sparseattack.attacks import get
 from sparseattack.ops.syncs import HostSyncCounter
 
 FMNIST_NET = "fmnist-cw"
-SETTINGS = {"fmnist": {"sapf": {"k": 80}, "strattack": {}},
-            "imagenet": {"sapf": {"k": 2000}, "strattack": {}}}
+SETTINGS = {"fmnist": {"sapf": {"k": 80}, "strattack": {}, "strattack-z": {"gradient_at": "z"}},
+            "imagenet": {"sapf": {"k": 2000}, "strattack": {}, "strattack-z": {"gradient_at": "z"}}}
+# rows that run a registered attack under another name: StrAttack linearized at z^k as the paper
+# writes (13), with a forward-only check of the candidate per iteration (`--methods strattack-z`)
+ATTACK = {"strattack-z": "strattack"}
 # --plumbing: a short SAPF schedule, to check this script end to end (its tables say so)
 PLUMBING_SAPF = {"stages": 1, "stage_steps": 20, "max_stages": 1, "polish_steps": 5}
 PLUMBING = False
@@ -189,7 +193,7 @@ def _params(part: str, method: str, cap: tuple[int, int] | None) -> dict:
     params = dict(SETTINGS[part][method])
     if PLUMBING and method == "sapf":
         params.update(PLUMBING_SAPF)
-    if cap and method == "strattack":
+    if cap and method.startswith("strattack"):
         params.update(binary_search_steps=cap[0], steps=cap[1])
     return params
 
@@ -198,7 +202,7 @@ def run_logged(model: nn.Module, method: str, x: Tensor, t: Tensor, params: dict
     """One attack call on the whole batch, its model calls logged; seconds around the call."""
     device = x.device
     log = CallLog(model, timed=device.type == "cpu")
-    spec = get(method)
+    spec = get(ATTACK.get(method, method))
     _sync(device)
     syncs = None
     start = time.perf_counter()
@@ -225,7 +229,7 @@ def overhead_row(part: str, method: str, model, x, t, bare: BareLoop, cap, *, co
     batch = len(x)
     bare_rate = batch / bare.seconds(batch, True)
     row = {"part": "overhead", "data": part, "method": method, "params": params, "batch": batch,
-           "capped": bool(cap and method == "strattack"), "seconds": run["seconds"], "model_seconds": model_s,
+           "capped": bool(cap and method.startswith("strattack")), "seconds": run["seconds"], "model_seconds": model_s,
            "outside_share": max(0.0, 1 - model_s / run["seconds"]), "gradients": run["gradients"],
            "model_seconds_in_place": run["model_seconds_in_place"],
            "outside_share_in_place": None if run["model_seconds_in_place"] is None
@@ -494,6 +498,7 @@ def main() -> None:
     ap.add_argument("--strattack-full-grads", type=float, default=None,
                     help="StrAttack's gradient evaluations per pair at its defaults (scales a capped row's pairs/s)")
     ap.add_argument("--data", default="fmnist,imagenet", help="datasets of the overhead part (default: %(default)s)")
+    ap.add_argument("--methods", default="sapf,strattack", help="attacks of the overhead part (default: %(default)s; strattack-z: StrAttack with gradient_at='z')")
     ap.add_argument("--plumbing", action="store_true", help="short SAPF schedule: a plumbing check, not a measurement")
     ap.add_argument("--throughput-pairs", type=int, default=36, help="Fashion-MNIST pairs of the throughput part")
     ap.add_argument("--allocator-batch", type=int, default=50)
@@ -516,7 +521,7 @@ def main() -> None:
             batch = sizes[data]
             model, x, _, t = _pairs(data, device, batch, args.imagenet_data)
             bare = BareLoop(model, x, device)
-            for method in ("sapf", "strattack"):
+            for method in args.methods.split(","):
                 # the sync count is a separate run; on a CPU it is counted on the small net only
                 row = overhead_row(data, method, model, x, t, bare, cap,
                                    count_syncs=device.type == "cuda" or data == "fmnist")

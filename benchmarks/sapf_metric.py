@@ -73,10 +73,11 @@ REFERENCES = {
     # named here because the records were made when it was the default at every size
     "StrAttack (ours)": (None, None, ("strattack", {"refine": True, "refine_grow": 0.2})),
     # strattack.py's run of ours, refined by the paper's ADMM (21)-(22), with the defaults of then
-    # (Appendix F's 9 x 1000 search, only pairs that succeeded at a c abort early)
+    # (Appendix F's 9 x 1000 search, only pairs that succeeded at a c abort early, the gradient of
+    # (13) at z^k as written)
     "StrAttack (ours, ADMM refinement)": ("strattack.jsonl", "StrAttack", ("strattack", {
         "refine": True, "refine_solver": "admm", "binary_search_steps": 9, "steps": 1000,
-        "abort_unsuccessful": False})),
+        "abort_unsuccessful": False, "gradient_at": "z"})),
     # run by this script (its default largest_const changed, 20 -> C&W's 2e6, after sparse_baselines.py's run),
     # when the shipped net was still called fmnist-cw (its weights are today's fmnist-cw-v1: same fingerprint)
     "C&W-l0": ("sapf_metric_references.jsonl", "C&W-l0", ("cw-l0", {})),

@@ -52,16 +52,21 @@ class _Recorder(nn.Module):
         super().__init__()
         self.lin = nn.Linear(n, classes).double()
         self.points = []
+        self.calls = []
 
     def forward(self, x):
+        self.calls.append("grad" if x.requires_grad else "forward")
         if x.requires_grad:
             self.points.append(x.detach().clone())
         return self.lin(x.flatten(1))
 
 
-def _literal_admm(model, x0, t, windows, c, iters, *, rho=1.0, eta=5.0, tau=2.0, gamma=1.0, copies=True):
+def _literal_admm(model, x0, t, windows, c, iters, *, rho=1.0, eta=5.0, tau=2.0, gamma=1.0, copies=True,
+                  at_candidate=False):
     """(9)-(12), (15) / (16)-(18) as written, with PQ full-size copies y_i, v_i (copies=True) or
-    one y (copies=False, non-overlapping groups only)."""
+    one y (copies=False, non-overlapping groups only). The gradient of (13) is taken at z^k, or with
+    `at_candidate` at the candidate: each entry's mean over the groups covering it of their own
+    y_i^{k+1}, clipped to the box. Returns the points x0 + (z^k or candidate) of the gradients."""
     b, n = x0.shape[0], x0[0].numel()
     lo, hi = -x0.flatten(1), 1 - x0.flatten(1)
     g = windows.shape[0] if copies else 1
@@ -69,13 +74,10 @@ def _literal_admm(model, x0, t, windows, c, iters, *, rho=1.0, eta=5.0, tau=2.0,
     v = torch.zeros(g, b, n, dtype=x0.dtype)
     points = []
     for k in range(1, iters + 1):
-        zk = z.clone().requires_grad_(True)
-        points.append((x0.flatten(1) + z).view_as(x0))
-        loss = c * cw_margin_loss(model.lin(x0.flatten(1) + zk), t, targeted=True)
-        grad, = torch.autograd.grad(loss.sum(), zk)
         delta = rho / (rho + 2 * gamma) * (z - u / rho)
         w = torch.minimum(torch.maximum(z - s / rho, lo), hi)
         ys = []
+        own_sum, own_count = torch.zeros(b, n, dtype=x0.dtype), torch.zeros(n, dtype=x0.dtype)
         for i in range(g):
             ci = z - v[i] / rho
             yi = ci.clone() if copies else torch.zeros_like(ci)
@@ -84,7 +86,14 @@ def _literal_admm(model, x0, t, windows, c, iters, *, rho=1.0, eta=5.0, tau=2.0,
                     continue
                 nrm = ci[:, d].norm(dim=1, keepdim=True)
                 yi[:, d] = (1 - tau / (rho * nrm)).clamp_min(0) * ci[:, d]
+                own_sum[:, d] += yi[:, d]
+                own_count[d] += 1
             ys.append(yi)
+        point = torch.minimum(torch.maximum(own_sum / own_count, lo), hi) if at_candidate else z
+        pk = point.clone().requires_grad_(True)
+        points.append((x0.flatten(1) + point).view_as(x0))
+        loss = c * cw_margin_loss(model.lin(x0.flatten(1) + pk), t, targeted=True)
+        grad, = torch.autograd.grad(loss.sum(), pk)
         e = eta * k ** 0.5
         csum = sum(ys[i] + v[i] / rho for i in range(g))
         z_new = (e * z + rho * (delta + u / rho) + rho * (w + s / rho) + rho * csum - grad) / (e + 2 * rho + g * rho)
@@ -96,8 +105,11 @@ def _literal_admm(model, x0, t, windows, c, iters, *, rho=1.0, eta=5.0, tau=2.0,
     return points
 
 
+@pytest.mark.parametrize("gradient_at", ["z", "candidate"])
 @pytest.mark.parametrize("size,stride,mode", [(3, 2, "copies"), (2, 2, "entrywise")])
-def test_admm_matches_literal_equations(size, stride, mode):
+def test_admm_matches_literal_equations(size, stride, mode, gradient_at):
+    """Every point where a gradient is taken, against (9)-(18) written out, for both linearization
+    points; with 'candidate' no other forward pass runs (the gradient's is the candidate's check)."""
     torch.manual_seed(0)
     side = 5 if size == 3 else 4
     model = _Recorder(side * side).eval()
@@ -108,13 +120,18 @@ def test_admm_matches_literal_equations(size, stride, mode):
     windows = sliding_window_groups(side, side, size, stride)
     c, iters = 3.0, 25
     strattack(model, x0, t, targeted=True, groups=windows, initial_const=c, binary_search_steps=1,
-              steps=iters, abort_early=False, overlap_z_step=mode, quantize=False)
+              steps=iters, abort_early=False, overlap_z_step=mode, quantize=False, gradient_at=gradient_at)
     got = model.points
-    want = _literal_admm(model, x0, t, windows, c, iters, copies=mode == "copies")
+    want = _literal_admm(model, x0, t, windows, c, iters, copies=mode == "copies",
+                         at_candidate=gradient_at == "candidate")
     assert len(got) == iters
     for k, (a, b) in enumerate(zip(got, want)):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9, msg=f"iteration {k + 1}")
     assert (got[-1] != x0).any()  # the iterates moved
+    per_iteration = ["grad"] if gradient_at == "candidate" else ["grad", "forward"]  # the candidate's check
+    first = model.calls.index("grad")  # after the input checks
+    assert model.calls[first:first + len(per_iteration) * iters] == per_iteration * iters
+    assert "grad" not in model.calls[first + len(per_iteration) * iters:]  # then only the finish's checks
 
 
 def test_fewer_groups_than_cw_l2(fmnist_model, pairs4, str_result):
@@ -140,6 +157,26 @@ def test_overlapping_and_non_overlapping_both_succeed(fmnist_model, pairs4, str_
     assert str_result.success.sum() >= 2 and over.success.sum() >= 2  # typically all 4
     _check_finished(fmnist_model, x, over.adv, t)
     assert (over.norms["groups"][over.success] < windows.shape[0]).all()  # group-sparse too
+
+
+def test_linearizing_at_the_candidate_needs_no_forward_only_pass(fmnist_model, pairs4, str_result):
+    """gradient_at='candidate' (the default): the gradient's forward pass is the candidate's check,
+    so the forward passes beyond the gradients are only the input checks and the finish (a few per
+    pair); 'z' (the paper's (13)) adds a forward-only check per iteration. Both succeed on the
+    shipped net and are group-sparse (structural; the l2 / l0 comparison lives in the benchmarks)."""
+    x, y, t = pairs4
+    assert str_result.params["gradient_at"] == "candidate"
+    at_z = run_attack("strattack", fmnist_model, x, y, targets=t, count_groups=group_index(28, 28),
+                      gradient_at="z", **SHORT)
+    n = len(x)
+    assert str_result.forwards - str_result.gradients <= 8 * n
+    assert at_z.forwards - at_z.gradients >= at_z.gradients - 8 * n  # one check per gradient
+    for res in (str_result, at_z):
+        assert res.success.sum() >= 2  # typically all 4
+        _check_finished(fmnist_model, x, res.adv, t)
+        assert (res.norms["groups"][res.success] < group_index(28, 28).shape[0]).all()
+    with pytest.raises(ValueError, match="gradient_at"):
+        strattack(fmnist_model, x, t, targeted=True, gradient_at="y", steps=2, binary_search_steps=1)
 
 
 @pytest.mark.parametrize("solver", ["minimal_l2", "admm"])
