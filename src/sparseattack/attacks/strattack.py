@@ -620,10 +620,12 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       iterates oscillate.
     - Schedule (measured on Fashion-MNIST pairs of benchmarks/sapf_metric.py against adv-lib's
       StrAttack at c = 0.5, Appendix F's for MNIST, 15200 gradient evaluations per pair; all
-      refined by 'minimal_l2'; l2 as a ratio of adv-lib's on the same pairs). The defaults
+      refined by 'minimal_l2'; l2 as a ratio of adv-lib's on the same pairs; every figure of this
+      item was measured with gradient_at='z', the default before 'candidate', whose own figures are
+      under "Linearization point"). The defaults then
       (Appendix F's 9 x 1000, C&W's abort rule, refine_grow 0.2, one round): 1.003x at l0 186 vs
-      198 on all 180 pairs with 5684 evaluations per pair (committed records of
-      benchmarks/sapf_metric.py). With abort_unsuccessful=False (success-only abort): 1.003x at
+      198 on all 180 pairs with 5684 evaluations per pair (committed records:
+      benchmarks/results/sapf_metric_rerun_gradient_at_z.jsonl). With abort_unsuccessful=False (success-only abort): 1.003x at
       l0 186 with 7709 evaluations (the same l2 and l0 for 26% more); on the first 45 pairs
       1.006x at l0 208 (adv-lib: l0 233), on the next 45 1.031x at l0 169 (adv-lib: l0 167).
       The remaining figures are scratch runs of `run_attack("strattack", ..., refine=True, ...)`,
