@@ -524,9 +524,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         failing c runs all `steps` (the earlier default, which the committed records of
         benchmarks/regression_v01.py and the ADMM-refined row of benchmarks/sapf_metric.py pin).
         On the 180 Fashion-MNIST pairs of benchmarks/sapf_metric.py True gives the same l2 and l0
-        with 26% fewer gradient evaluations (Notes, "Schedule"). At ImageNet size the defaults
-        cost 4710 evaluations per pair on the 10 Lite0 pairs of benchmarks/sapf_metric.py
-        (False not run there).
+        with 26% fewer gradient evaluations (Notes, "Schedule", with gradient_at='z'). At
+        ImageNet size the defaults cost 9120 evaluations per pair on the 10 Lite0 pairs of
+        benchmarks/sapf_metric.py (4710 with gradient_at='z'; False not run there).
     refine : bool, default False
         Refine each success on its sigma-sparse support, Sec. 4.2 (`strattack_refine`).
     sigma_quantile : float, default 0.03
@@ -576,7 +576,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
         Fashion-MNIST pairs of benchmarks/sapf_metric.py (refined, defaults otherwise): mean l2
         0.995x adv-lib's StrAttack at l0 169 vs 198 with 7216 gradient evaluations per pair and
         no forward-only ones, against 1.003x at l0 186 with 5684 gradient evaluations plus 5287
-        forward-only ones for 'z'.
+        forward-only ones for 'z'. On the 10 EfficientNet-Lite0 pairs of benchmarks/sapf_metric.py
+        --imagenet: l2 0.766 at l0 18948 (0.83x adv-lib's 0.921 at l0 42518) with 9120 gradient
+        evaluations per pair, against 0.917 at l0 39868 with 4711 plus 4315 forward-only for 'z'.
 
     Returns
     -------
