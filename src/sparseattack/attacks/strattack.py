@@ -318,15 +318,6 @@ def _iterations(ws: _Solve, steps: int, abort_early: bool, unsuccessful: bool = 
         yield it
 
 
-def _margin_grad(model: nn.Module, x: Tensor, z: Tensor, labels: Tensor, const: Tensor, *,
-                 targeted: bool, kappa: float) -> Tensor:
-    """grad f(x0 + z) of (15) / (22), f = c * margin (3)."""
-    zk = z.detach().requires_grad_(True)
-    margin = cw_margin_loss(model(x + zk), labels, targeted=targeted, kappa=kappa)
-    grad, = torch.autograd.grad((const * margin).sum(), zk)
-    return grad
-
-
 def _offer(model: nn.Module, best: BestAdversarial, ws: _Solve, cand: Tensor, index: Tensor, *,
            targeted: bool, kappa: float, logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Check a candidate perturbation with one forward pass (or the given `logits` of x0 + cand)
@@ -340,9 +331,10 @@ def _offer(model: nn.Module, best: BestAdversarial, ws: _Solve, cand: Tensor, in
     return success, margin
 
 
-def _margin_grad_logits(model: nn.Module, x: Tensor, point: Tensor, labels: Tensor, const: Tensor, *,
-                        targeted: bool, kappa: float) -> tuple[Tensor, Tensor]:
-    """grad f(x0 + point) and the logits of that one forward pass (`gradient_at='candidate'`)."""
+def _margin_grad(model: nn.Module, x: Tensor, point: Tensor, labels: Tensor, const: Tensor, *,
+                 targeted: bool, kappa: float) -> tuple[Tensor, Tensor]:
+    """grad f(x0 + point) of (15) / (22), f = c * margin (3), and the logits of that one forward
+    pass (with `gradient_at='candidate'` the candidate's check)."""
     pk = point.detach().requires_grad_(True)
     logits = model(x + pk)
     margin = cw_margin_loss(logits, labels, targeted=targeted, kappa=kappa)
@@ -392,10 +384,9 @@ def _solve_groups(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, l
             y = cg * shrink                                                         # (12) / (17)
             cand = torch.minimum(torch.maximum(scatter(y) / mult, ws.lo), ws.hi)  # the candidate
         if at_candidate:  # (13) linearized at the candidate: its forward pass is also its check
-            grad, logits = _margin_grad_logits(model, ws.x, cand, ws.labels, ws.const,
-                                               targeted=targeted, kappa=kappa)
-        else:             # (13) as written, at z^k
-            grad, logits = _margin_grad(model, ws.x, z, ws.labels, ws.const, targeted=targeted, kappa=kappa), None
+            grad, logits = _margin_grad(model, ws.x, cand, ws.labels, ws.const, targeted=targeted, kappa=kappa)
+        else:             # (13) as written, at z^k; the candidate is checked by its own pass
+            grad, logits = _margin_grad(model, ws.x, z, ws.labels, ws.const, targeted=targeted, kappa=kappa)[0], None
         with torch.no_grad():
             eta_it = eta * math.sqrt(it)                                            # (14)
             num = eta_it * z + rho * (delta + u / rho) + rho * (wv + s / rho) + rho * scatter(y + v / rho) - grad
@@ -426,7 +417,7 @@ def _solve_refined(model: nn.Module, x0: Tensor, labels: Tensor, const: Tensor, 
         with torch.no_grad():
             a = rho / (2 * gamma + rho) * (z - u / rho)
             delta = torch.minimum(torch.maximum(a, ws.lo), ws.hi) * ws.free        # (21)
-        grad = _margin_grad(model, ws.x, z, ws.labels, ws.const, targeted=targeted, kappa=kappa)
+        grad = _margin_grad(model, ws.x, z, ws.labels, ws.const, targeted=targeted, kappa=kappa)[0]
         with torch.no_grad():
             eta_it = eta * math.sqrt(it)                                            # (14)
             z_new = ws.free * (eta_it * z + rho * (delta + u / rho) - grad) / (eta_it + rho)  # (22)
@@ -610,8 +601,9 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       gradient then sees the perturbation the attack would return: the supports it finds are
       smaller at the same l2 (l0 169 against 186 on the 180 Fashion-MNIST pairs) and a pair's
       objective keeps falling longer, so it aborts later (7216 against 5684 gradient
-      evaluations per pair); the z-variant's forward-only checks (5287 per pair, each about a
-      third of a gradient's cost) make the two equal in model time. On the first 45 pairs
+      evaluations per pair); the z-variant adds 5287 forward-only checks per pair, so if a
+      forward costs about a third of a gradient evaluation (an estimate, not timed here) the
+      two take about equal model time. On the first 45 pairs
       alone: 0.981x adv-lib's l2 at l0 194 against 1.008x at l0 208. The ADMM refinement
       (`refine_solver='admm'`) keeps (22) at z as written.
     - Abort early (C&W's rule, per pair): every steps/10 iterations, a pair whose best candidate
