@@ -605,7 +605,11 @@ def strattack(model: nn.Module, inputs: Tensor, labels: Tensor, *, targeted: boo
       forward costs about a third of a gradient evaluation (an estimate, not timed here) the
       two take about equal model time. On the first 45 pairs
       alone: 0.981x adv-lib's l2 at l0 194 against 1.008x at l0 208. The ADMM refinement
-      (`refine_solver='admm'`) keeps (22) at z as written.
+      (`refine_solver='admm'`) keeps (22) at z as written. A short schedule with a larger
+      growth on all 180 pairs (scratch, one batch): 8 x 450 at refine_grow 0.5 0.964x at l0 199.5
+      vs 198 with 3130 evaluations per pair (4.9x fewer than adv-lib), at 0.6 0.948x at l0 211;
+      on the 18 pairs of benchmarks/overhead.py's throughput part, 8 x 450 at 0.4 gives 1.005x
+      at l0 168 vs 193, at 0.5 0.995x at l0 180, at 0.6 0.985x at l0 190.
     - Abort early (C&W's rule, per pair): every steps/10 iterations, a pair whose best candidate
       objective so far, c f + gamma ||.||^2 + tau g, fell by less than 0.01% at `patience`
       consecutive checks leaves the loop, whether or not it succeeded at this c (C&W's own rule,
